@@ -1,0 +1,169 @@
+"""One frozen pydantic model per pipeline stage, loadable from TOML plus overrides.
+
+Defaults are the small CPU demo on the bundled sample clips; field names carry their
+units (``_px``, ``_frames``, ``_frac``). Unknown keys and wrong types are errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def fingerprint(self) -> str:
+        """Stable short hash of the config, used to key derived work (harvest, training)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class DecodeConfig(StageConfig):
+    backend: Literal["auto", "decord", "opencv"] = Field(
+        "auto", description="Frame reader: auto tries decord first and falls back to OpenCV per file."
+    )
+    frame_stride: int = Field(1, ge=1, description="Analyse every Nth decoded frame.")
+    work_long_side_px: int = Field(
+        320, ge=64, description="Long side of the grayscale frames used for motion and tracking."
+    )
+    max_frames: int | None = Field(None, ge=1, description="Stop after this many source frames (None: all).")
+
+
+class MotionConfig(StageConfig):
+    max_corners: int = Field(600, ge=16, description="Feature points detected per frame.")
+    residual_px: float = Field(
+        0.5, gt=0, description="Residual flow (full-resolution px) above which a point counts as moving."
+    )
+    min_moving_frac: float = Field(0.25, ge=0, le=1, description="Frames with fewer moving points are noise.")
+    max_moving_frac: float = Field(
+        0.75, ge=0, le=1, description="Frames with more moving points have unexplained camera motion."
+    )
+    min_region_px: int = Field(24, ge=4, description="Smallest seed box side (full-resolution px).")
+    seed_every_frames: int = Field(15, ge=1, description="Look for new moving regions every N analysed frames.")
+
+
+class TrackConfig(StageConfig):
+    tracker: Literal["medianflow"] = Field("medianflow", description="Tracker implementation.")
+    track_len_frames: int = Field(30, ge=2, description="Frames followed per track (about one second).")
+    fb_max_px: float = Field(2.0, gt=0, description="Median forward-backward error (working px) that ends a track.")
+    max_scale_change: float = Field(0.25, gt=0, description="Largest per-frame relative box scale change.")
+    min_points: int = Field(8, ge=3, description="Fewest reliable points to keep following a box.")
+
+
+class HarvestConfig(StageConfig):
+    decode: DecodeConfig = DecodeConfig()
+    motion: MotionConfig = MotionConfig()
+    track: TrackConfig = TrackConfig()
+    patch_px: int = Field(96, ge=16, description="Side of the stored square patch (JPEG).")
+    context_frac: float = Field(0.2, ge=0, description="Context added around the box on each side.")
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    inner_samples: int = Field(1, ge=0, description="Extra inner patches per track (besides first and last).")
+    min_blur_var: float = Field(15.0, ge=0, description="Patches whose Laplacian variance is lower are too blurry.")
+    min_pair_change: float = Field(
+        2.0, ge=0, description="Mean abs pixel change below which a positive pair is a near-duplicate."
+    )
+    max_tracks_per_video: int = Field(400, ge=1)
+    triplets_per_pair: int = Field(1, ge=0, description="Random other-video negatives harvested per pair.")
+    seed: int = 0
+
+
+class MineConfig(StageConfig):
+    margin: float = Field(0.5, gt=0, description="Triplet margin on cosine distance 1 - cos.")
+    hard_from_step: int = Field(200, ge=0, description="Switch from random to hard mining at this step.")
+    strategy_after: Literal["wang_gupta", "batch_hard"] = "wang_gupta"
+    top_k: int = Field(4, ge=1, description="Hardest other-video negatives considered per anchor.")
+    k_hard: int = Field(2, ge=1, description="Negatives drawn from the top-k hardest per anchor.")
+    random_violators: int = Field(2, ge=0, description="Random margin violators added per anchor.")
+
+
+class TrainConfig(StageConfig):
+    arch: str = Field("resnet18", description="Encoder backbone (see trackemb.embedding.model.list_encoders).")
+    embed_dim: int = Field(128, ge=8)
+    input_px: int = Field(64, ge=32, description="Side of the encoder input (patches are resized/cropped).")
+    init_weights: str | None = Field(None, description="Optional local .pth/.safetensors backbone to start from.")
+    steps: int = Field(300, ge=1)
+    batch_pairs: int = Field(32, ge=2, description="Positive pairs per batch.")
+    min_videos_per_batch: int = Field(2, ge=2)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    min_lr_frac: float = Field(0.05, ge=0, le=1)
+    grad_clip: float = Field(5.0, gt=0)
+    aug_max_strength: float = Field(1.0, ge=0, le=1, description="Augmentation strength reached at the end.")
+    val_frac: float = Field(0.2, ge=0, lt=1, description="Fraction of videos held out for validation.")
+    val_every_steps: int = Field(50, ge=1)
+    ckpt_every_steps: int = Field(50, ge=1)
+    num_workers: int = Field(2, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="Mixed precision when on CUDA.")
+    seed: int = 0
+    mine: MineConfig = MineConfig()
+
+
+class ExportConfig(StageConfig):
+    onnx: bool = Field(True, description="Also write encoder.onnx when onnx is installed.")
+    batch_size: int = Field(256, ge=1, description="Batch size when embedding patches.")
+    k: int | Literal["auto"] = Field("auto", description="Number of clusters, or auto (silhouette).")
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(12, ge=2)
+    montage_per_cluster: int = Field(36, ge=1)
+    seed: int = 0
+
+
+C = TypeVar("C", bound=StageConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the source and the field."""
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+
+
+def load_config(
+    cls: type[C], toml_path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, section: str | None = None
+) -> C:
+    """Build ``cls`` from an optional TOML file plus dotted-key overrides (None values are ignored).
+
+    Args:
+        cls: the stage model, e.g. ``HarvestConfig``.
+        toml_path: a TOML file; if ``section`` is given, only that table is used (``[harvest]``).
+        overrides: ``{"track.track_len_frames": 20}``-style values, typically from CLI flags.
+        section: table name within the TOML file.
+
+    Raises:
+        ConfigError: unreadable TOML, unknown keys or wrong types, naming the file.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if toml_path is not None:
+        source = str(toml_path)
+        try:
+            data = tomllib.loads(Path(toml_path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{toml_path}: cannot read config: {exc}") from exc
+        if section is not None:
+            data = data.get(section, {})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid {cls.__name__}:\n{exc}") from exc
+
+
+def write_config_json(cfg: StageConfig, path: str | Path) -> None:
+    """Write the resolved config next to an output so every artifact says how it was made."""
+    Path(path).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")

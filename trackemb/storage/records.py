@@ -1,0 +1,115 @@
+"""Plain records stored in the PatchStore, encoded with msgpack (never pickle).
+
+These dataclasses are the contract between harvesting (which produces them), the store
+(which persists them) and training/export (which read them). They hold only builtin
+types so that msgpack round-trips them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+import msgpack
+
+R = TypeVar("R", bound="Record")
+
+# A box is (x, y, w, h) in full-resolution pixels of the source video.
+Box = tuple[float, float, float, float]
+
+
+class Record:
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(asdict(self), use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls: type[R], blob: bytes) -> R:
+        data: dict[str, Any] = msgpack.unpackb(blob, raw=False)
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        # Tuples come back as lists from msgpack; fields that need tuples are normalised here.
+        obj = cls(**{k: v for k, v in data.items() if k in known})
+        if hasattr(obj, "box") and isinstance(obj.box, list):
+            obj.box = tuple(obj.box)  # type: ignore[attr-defined]
+        if hasattr(obj, "boxes"):
+            obj.boxes = [tuple(b) for b in obj.boxes]  # type: ignore[attr-defined]
+        return obj
+
+
+@dataclass
+class VideoRecord(Record):
+    """One source video. ``sha`` is the content hash (hex) that keys all of its records."""
+
+    sha: str
+    path: str
+    status: str  # "done" | "failed"
+    frames: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    backend: str = ""  # reader that decoded it: "decord" | "opencv"
+    n_tracks: int = 0
+    n_patches: int = 0
+    n_pairs: int = 0
+    seconds: float = 0.0  # wall time of the harvest
+    error: str = ""  # readable cause when status == "failed"
+    error_kind: str = ""  # short machine-readable class, e.g. "no_video_stream"
+
+
+@dataclass
+class TrackRecord(Record):
+    video_sha: str
+    track_id: int
+    start_frame: int
+    end_frame: int
+    frames: list[int] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    end_reason: str = ""  # "length" | "fb_error" | "left_frame" | "lost_points" | "scale" | "video_end"
+
+
+@dataclass
+class PatchRecord(Record):
+    """Index record of one patch; the JPEG bytes are stored under the same key elsewhere."""
+
+    key: str
+    video_sha: str
+    track_id: int
+    frame: int
+    box: Box
+    role: str  # "first" | "last" | "inner"
+
+
+@dataclass
+class PairRecord(Record):
+    """Positive pair: two patches of the same track (first and last by default)."""
+
+    anchor: str
+    positive: str
+    video_sha: str
+    track_id: int
+
+
+@dataclass
+class TripletRecord(Record):
+    """Harvested candidate triplet; ``negative`` always comes from another video."""
+
+    anchor: str
+    positive: str
+    negative: str
+    anchor_video: str
+    negative_video: str
+
+
+def patch_key(video_sha: str, track_id: int, frame: int) -> str:
+    """Deterministic patch key: the same video, config and track give the same key on every run."""
+    return f"{video_sha[:16]}/{track_id:06d}/{frame:06d}"
+
+
+@dataclass
+class VideoHarvest:
+    """Everything harvested from one video, written to the store in one transaction."""
+
+    video: VideoRecord
+    tracks: list[TrackRecord] = field(default_factory=list)
+    patches: list[PatchRecord] = field(default_factory=list)
+    jpegs: dict[str, bytes] = field(default_factory=dict)  # patch key -> JPEG bytes
+    pairs: list[PairRecord] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""trackemb.tracking"""
