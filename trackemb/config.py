@@ -80,6 +80,15 @@ class MineConfig(StageConfig):
     top_k: int = Field(4, ge=1, description="Hardest other-video negatives considered per anchor.")
     k_hard: int = Field(2, ge=1, description="Negatives drawn from the top-k hardest per anchor.")
     random_violators: int = Field(2, ge=0, description="Random margin violators added per anchor.")
+    random_negatives: int = Field(
+        4, ge=1, description="Random other-video negatives per positive pair in the random (early) stage."
+    )
+    use_harvested_triplets: bool = Field(
+        False, description="In the random stage, train on the store's harvested triplets table instead of in-batch negatives."
+    )
+    reducer: Literal["mean", "avg_nonzero"] = Field(
+        "mean", description="Average the triplet loss over all mined triplets, or only over the active (non-zero) ones."
+    )
 
 
 class TrainConfig(StageConfig):
@@ -97,9 +106,20 @@ class TrainConfig(StageConfig):
     min_lr_frac: float = Field(0.05, ge=0, le=1)
     grad_clip: float = Field(5.0, gt=0)
     aug_max_strength: float = Field(1.0, ge=0, le=1, description="Augmentation strength reached at the end.")
+    aug_min_strength: float = Field(0.1, ge=0, le=1, description="Augmentation strength at step 0 (curriculum start).")
+    aug_ramp_frac: float = Field(
+        0.5, gt=0, le=1, description="Fraction of the steps over which augmentation strength ramps up linearly."
+    )
     val_frac: float = Field(0.2, ge=0, lt=1, description="Fraction of videos held out for validation.")
     val_every_steps: int = Field(50, ge=1)
     ckpt_every_steps: int = Field(50, ge=1)
+    log_every_steps: int = Field(10, ge=1, description="Write training scalars every N steps.")
+    collapse_window_steps: int = Field(
+        30, ge=1, description="Steps of loss pinned at the margin with near-zero spread before warning of collapse."
+    )
+    projector_max_patches: int = Field(
+        400, ge=0, description="Held-out patches written to the TensorBoard projector at the end (0: none)."
+    )
     num_workers: int = Field(2, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="Mixed precision when on CUDA.")

@@ -1,0 +1,179 @@
+"""Prefect flow: a folder of videos -> tracked positive pairs and other-video triplets in a PatchStore.
+
+One task per video (bounded concurrency, retries only for transient I/O); the flow thread
+is the single writer that commits each finished video in one transaction. With
+``shards=True`` (Dask or other multi-process runners) each worker process writes its own
+shard instead, and readers see the shards as one store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from trackemb import progress
+from trackemb.config import HarvestConfig
+from trackemb.ingest import (
+    HarvestOutcome,
+    TransientIOError,
+    failure_record,
+    find_videos,
+    harvest_one,
+    unreadable_key,
+)
+from trackemb.storage.store import PatchStore
+
+log = logging.getLogger(__name__)
+
+
+def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only I/O errors that may pass; a corrupt video is a result, not a retryable failure."""
+    try:
+        state.result()
+    except TransientIOError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_is_transient, task_run_name="harvest {path}")
+def harvest_video_task(path: str, cfg: HarvestConfig, done: set[str]) -> HarvestOutcome:
+    return harvest_one(path, cfg, done)
+
+
+@task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_is_transient, task_run_name="harvest {path} (shard)")
+def harvest_to_shard_task(path: str, cfg: HarvestConfig, done: set[str], store: str) -> HarvestOutcome:
+    """Harvest and write into this worker's own shard; only the small outcome travels back."""
+    outcome = harvest_one(path, cfg, done)
+    if outcome.status != "skipped":
+        name = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+        with PatchStore.open_shard(store, name, harvest_config=cfg.model_dump(mode="json"), lock_timeout_s=60) as shard:
+            _commit(shard, outcome)
+    outcome.harvest = None
+    return outcome
+
+
+def _commit(store: PatchStore, outcome: HarvestOutcome) -> None:
+    if outcome.status == "done" and outcome.harvest is not None:
+        store.put_video(outcome.harvest)
+    elif outcome.status == "failed" and outcome.record is not None:
+        store.put_failure(outcome.record)
+
+
+def _report_markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Harvest of `{summary['video_dir']}`",
+        "",
+        f"Store: `{summary['store']}` — {summary['done']} harvested, {summary['skipped']} already done, "
+        f"{summary['failed']} failed; {summary['pairs_added']} positive pairs added, {summary['triplets']} triplets in store.",
+        "",
+        "| video | status | tracks | pairs | seconds | error |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in summary["videos"]:
+        lines.append(
+            f"| {Path(row['path']).name} | {row['status']} | {row['tracks']} | {row['pairs']} | {row['seconds']:.1f} | {row['error']} |"
+        )
+    return "\n".join(lines)
+
+
+def _row(outcome: HarvestOutcome) -> dict[str, Any]:
+    rec = outcome.record
+    return {
+        "path": outcome.path,
+        "sha": outcome.sha,
+        "status": outcome.status,
+        "tracks": rec.n_tracks if rec else 0,
+        "pairs": rec.n_pairs if rec else 0,
+        "seconds": rec.seconds if rec else 0.0,
+        "error": rec.error if rec and outcome.status == "failed" else "",
+        "error_kind": rec.error_kind if rec and outcome.status == "failed" else "",
+    }
+
+
+class HarvestFailedError(RuntimeError):
+    """Raised at the end of a ``strict`` harvest in which some videos failed."""
+
+
+@flow(name="trackemb-harvest", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+def harvest_flow(
+    video_dir: str,
+    store: str,
+    config: HarvestConfig = HarvestConfig(),
+    pattern: str = "**/*",
+    strict: bool = False,
+    shards: bool = False,
+    lock_timeout_s: float = 0.0,
+) -> dict[str, Any]:
+    """Harvest every video under ``video_dir`` into the PatchStore at ``store``.
+
+    Bad files are recorded with their cause and the rest goes on; with ``strict`` the run
+    ends Failed when any video failed (after everything else has been stored).
+    """
+    logger = get_run_logger()
+    paths = [str(p) for p in find_videos(video_dir, pattern)]
+    logger.info("found %d video files under %s", len(paths), video_dir)
+    harvest_cfg = config.model_dump(mode="json")
+    outcomes: list[HarvestOutcome] = []
+    report = progress.reporter("harvest videos")
+    with PatchStore.open(store, harvest_config=harvest_cfg, lock_timeout_s=lock_timeout_s) as writer:
+        done = {v.sha for v in writer.videos() if v.status == "done"}
+        if shards:
+            futures = [(p, harvest_to_shard_task.submit(p, config, done, store)) for p in paths]
+            wait([f for _, f in futures])
+            outcomes = [_resolve(p, f) for p, f in futures]
+        else:
+            # A bounded window of submitted videos: each finished one is committed (and freed)
+            # in submission order, so memory stays flat however many videos the folder holds.
+            window = 4
+            pending: list[tuple[str, Any]] = []
+            for path in paths:
+                pending.append((path, harvest_video_task.submit(path, config, done)))
+                while len(pending) >= window or (path == paths[-1] and pending):
+                    outcome = _resolve(*pending.pop(0))
+                    _commit(writer, outcome)
+                    outcome.harvest = None
+                    outcomes.append(outcome)
+                    if report:
+                        report(len(outcomes), len(paths), {"pairs": sum(o.record.n_pairs for o in outcomes if o.record)})
+        n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
+    rows = [_row(o) for o in outcomes]
+    summary = {
+        "video_dir": str(video_dir),
+        "store": str(store),
+        "videos_total": len(paths),
+        "done": sum(o.status == "done" for o in outcomes),
+        "skipped": sum(o.status == "skipped" for o in outcomes),
+        "failed": sum(o.status == "failed" for o in outcomes),
+        "pairs_added": sum(r["pairs"] for r in rows if r["status"] == "done"),
+        "triplets": n_triplets,
+        "videos": rows,
+    }
+    for row in rows:
+        if row["status"] == "failed":
+            logger.warning("FAILED %s [%s]", row["error"], row["error_kind"])
+    create_markdown_artifact(
+        key="harvest-summary", markdown=_report_markdown(summary), description="trackemb harvest"
+    )
+    if strict and summary["failed"]:
+        raise HarvestFailedError(f"{summary['failed']} of {len(paths)} videos failed (strict mode); see the error records")
+    return summary
+
+
+def _resolve(path: str, future: Any) -> HarvestOutcome:
+    """A task that failed even after retries becomes a failed outcome, never a lost run."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001
+        rec = failure_record(path, unreadable_key(path), "transient_io", f"gave up after retries: {exc}")
+        return HarvestOutcome("failed", path, rec.sha, record=rec)

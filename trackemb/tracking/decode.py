@@ -1,0 +1,250 @@
+"""Frame readers: decord first, OpenCV as a per-file (and mid-file) fallback.
+
+Every reader yields ``(frame_index, bgr)`` with ``bgr: (H, W, 3) uint8`` at full source
+resolution, reading sequentially (no per-frame random seeks), honouring ``frame_stride`` and
+``max_frames`` from :class:`~trackemb.config.DecodeConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from trackemb.config import DecodeConfig
+from trackemb.errors import VideoDecodeError
+
+log = logging.getLogger(__name__)
+
+# Container signatures, to tell "a media file without video" from "not a media file at all"
+# when a reader cannot open it (OpenCV gives no reason).
+_MEDIA_MAGIC = (b"ftyp", b"RIFF", b"\x1a\x45\xdf\xa3", b"OggS", b"ID3", b"fLaC", b"\x00\x00\x01\xba")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader knows about a video before decoding it (``frames`` may be an estimate)."""
+
+    path: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    backend: str  # "decord" | "opencv"
+
+
+class FrameReader(Protocol):
+    """One open video. Iterating yields ``(frame_index, bgr: (H, W, 3) uint8)`` in order."""
+
+    info: VideoInfo
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+
+def _wanted_indices(info: VideoInfo, cfg: DecodeConfig, start: int) -> range:
+    stop = info.frames if cfg.max_frames is None else min(info.frames, cfg.max_frames)
+    first = start + (-start) % cfg.frame_stride  # next index on the stride grid
+    return range(first, stop, cfg.frame_stride)
+
+
+def check_file(path: str | Path) -> None:
+    """Raise :class:`VideoDecodeError` for inputs that no reader could open (missing, empty, unreadable)."""
+    p = Path(path)
+    if not p.exists():
+        raise VideoDecodeError(str(p), "file does not exist", "missing_file")
+    if not p.is_file():
+        raise VideoDecodeError(str(p), "not a regular file", "not_a_file")
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(16)
+    except PermissionError as exc:
+        raise VideoDecodeError(str(p), f"cannot read file ({exc.strerror}); check permissions", "unreadable") from exc
+    if not head:
+        raise VideoDecodeError(str(p), "file is empty (0 bytes)", "empty_file")
+
+
+def _open_failure(path: str, cause: str) -> VideoDecodeError:
+    if "video stream" in cause:
+        return VideoDecodeError(path, "no video stream; is this audio-only?", "no_video_stream")
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if any(m in head for m in _MEDIA_MAGIC):
+        return VideoDecodeError(path, f"media container without a decodable video stream ({cause})", "no_video_stream")
+    return VideoDecodeError(path, f"not a video file ({cause})", "not_a_video")
+
+
+class DecordReader:
+    """Sequential decord reader; frames are fetched with ``get_batch`` on chunks of indices."""
+
+    def __init__(self, path: str | Path, cfg: DecodeConfig, *, start: int = 0, chunk: int = 16) -> None:
+        import decord  # optional dependency: only needed when this backend is used
+
+        self.path, self.cfg, self.start, self.chunk = str(path), cfg, start, chunk
+        check_file(self.path)
+        try:
+            # One decoding thread: decord's threaded decoder has deadlocked under multiprocessing
+            # (dmlc/decord#220), and harvest parallelism comes from one process per video anyway.
+            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
+            n = len(self._vr)
+            h, w = self._vr[0].shape[:2] if n else (0, 0)
+            self._vr.seek(0)
+        except Exception as exc:  # decord raises RuntimeError or DECORDError without a stable class
+            raise _open_failure(self.path, str(exc).strip().splitlines()[-1][:200]) from exc
+        self.info = VideoInfo(self.path, n, float(self._vr.get_avg_fps()), int(w), int(h), "decord")
+        if n == 0:
+            raise VideoDecodeError(self.path, "video stream has zero frames", "zero_frames")
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        wanted = list(_wanted_indices(self.info, self.cfg, self.start))
+        for i in range(0, len(wanted), self.chunk):
+            idx = wanted[i : i + self.chunk]
+            batch = self._vr.get_batch(idx).asnumpy()  # (N, H, W, 3) RGB
+            for j, rgb in zip(idx, batch, strict=True):
+                yield j, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+    def close(self) -> None:
+        self._vr = None
+
+
+class OpenCVReader:
+    """Sequential ``cv2.VideoCapture`` reader; skipped frames are grabbed, not decoded to BGR."""
+
+    def __init__(self, path: str | Path, cfg: DecodeConfig, *, start: int = 0) -> None:
+        self.path, self.cfg, self.start = str(path), cfg, start
+        check_file(self.path)
+        self._cap = cv2.VideoCapture(self.path)
+        if not self._cap.isOpened():
+            raise _open_failure(self.path, "OpenCV could not open it")
+        n = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        w, h = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS))
+        if n <= 0 or w <= 0:
+            raise VideoDecodeError(self.path, "video stream has zero frames", "zero_frames")
+        self.info = VideoInfo(self.path, n, fps, w, h, "opencv")
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        wanted = _wanted_indices(self.info, self.cfg, self.start)
+        if not wanted:
+            return
+        # Grabbing from 0 rather than seeking: CAP_PROP_POS_FRAMES is not frame-exact for every
+        # codec, and a wrong resume index would duplicate or drop frames after a fallback.
+        pos = 0
+        for j in wanted:
+            while pos < j:
+                if not self._cap.grab():
+                    return
+                pos += 1
+            ok, bgr = self._cap.read()
+            pos += 1
+            if not ok:
+                return  # container frame counts are estimates; the stream simply ended
+            yield j, bgr
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+READERS = {"decord": DecordReader, "opencv": OpenCVReader}
+
+
+def open_video(path: str | Path, cfg: DecodeConfig, *, start: int = 0) -> FrameReader:
+    """Open ``path`` with ``cfg.backend``; ``auto`` tries decord and falls back to OpenCV for this file.
+
+    Raises:
+        VideoDecodeError: the file is missing, unreadable, empty, not a video, or has no frames.
+    """
+    if cfg.backend != "auto":
+        return READERS[cfg.backend](path, cfg, start=start)
+    check_file(path)
+    try:
+        return DecordReader(path, cfg, start=start)
+    except ImportError:
+        log.info("decord not installed; using OpenCV for %s", path)
+    except VideoDecodeError as exc:
+        log.info("decord cannot open %s (%s); trying OpenCV", path, exc.cause)
+        try:
+            return OpenCVReader(path, cfg, start=start)
+        except VideoDecodeError:
+            raise exc from None  # decord's diagnosis is more specific than OpenCV's
+    return OpenCVReader(path, cfg, start=start)
+
+
+class FrameStream:
+    """Iterable over a video's frames that switches from decord to OpenCV if decord fails mid-file.
+
+    ``backend`` names the reader(s) actually used, e.g. ``"decord+opencv"`` after a fallback.
+    """
+
+    def __init__(self, path: str | Path, cfg: DecodeConfig) -> None:
+        self.path, self.cfg = str(path), cfg
+        self.reader = open_video(path, cfg)
+        self.info = self.reader.info
+        self.backend = self.info.backend
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        next_index = 0
+        try:
+            for idx, bgr in self.reader:
+                next_index = idx + 1
+                yield idx, bgr
+        except Exception as exc:
+            # Only "auto" may switch readers; a forced backend reports the failure instead.
+            if self.info.backend != "decord" or self.cfg.backend != "auto":
+                cause = f"decoding failed at frame {next_index}: {str(exc).strip()[-200:]}"
+                raise VideoDecodeError(self.path, cause, "decode_error") from exc
+            log.warning("decord failed on %s after frame %d (%s); continuing with OpenCV", self.path, next_index, exc)
+            self.reader.close()
+            self.reader = OpenCVReader(self.path, self.cfg, start=next_index)
+            self.backend = "decord+opencv"
+            yield from self.reader
+        finally:
+            self.reader.close()
+
+
+def iter_frames(path: str | Path, cfg: DecodeConfig) -> FrameStream:
+    """Frames of ``path`` as ``(frame_index, bgr: (H, W, 3) uint8)``, with mid-file decord->OpenCV fallback."""
+    return FrameStream(path, cfg)
+
+
+def to_work_gray(bgr: np.ndarray, long_side_px: int) -> tuple[np.ndarray, float]:
+    """Downscale to the working resolution used for motion and tracking.
+
+    Args:
+        bgr: (H, W, 3) uint8 full-resolution frame.
+        long_side_px: target long side; frames already smaller are not upscaled.
+
+    Returns:
+        ``(gray, scale)``: gray (h, w) uint8 and ``scale = work_px / full_px`` (<= 1).
+    """
+    h, w = bgr.shape[:2]
+    scale = min(1.0, long_side_px / max(h, w))
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    if scale < 1.0:
+        gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return gray, scale
+
+
+def video_sha(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of the file content, read in chunks so large videos are not loaded whole.
+
+    Raises:
+        VideoDecodeError: the file is missing or unreadable.
+    """
+    if not Path(path).is_file():
+        raise VideoDecodeError(str(path), "file does not exist", "missing_file")
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk_bytes):
+                digest.update(block)
+    except OSError as exc:
+        raise VideoDecodeError(str(path), f"cannot read file ({exc.strerror})", "unreadable") from exc
+    return digest.hexdigest()
