@@ -46,6 +46,19 @@ class MotionConfig(StageConfig):
     )
     min_region_px: int = Field(24, ge=4, description="Smallest seed box side (full-resolution px).")
     seed_every_frames: int = Field(15, ge=1, description="Look for new moving regions every N analysed frames.")
+    fb_max_px: float = Field(
+        1.0, gt=0, description="Forward-backward LK error (working px) above which a point is unreliable."
+    )
+    ransac_min_px: float = Field(
+        0.5, gt=0, description="Smallest RANSAC reprojection threshold (working px) for the camera homography."
+    )
+    cluster_radius_px: float = Field(
+        20.0, gt=0, description="Moving points closer than ~2x this (full-resolution px) join one region."
+    )
+    min_region_points: int = Field(5, ge=1, description="Fewest moving points that make a seed region.")
+    max_region_frac: float = Field(
+        0.5, gt=0, le=1, description="Regions covering more of the frame area are not one object."
+    )
 
 
 class TrackConfig(StageConfig):
@@ -133,7 +146,15 @@ class ExportConfig(StageConfig):
     k: int | Literal["auto"] = Field("auto", description="Number of clusters, or auto (silhouette).")
     k_min: int = Field(2, ge=2)
     k_max: int = Field(12, ge=2)
-    montage_per_cluster: int = Field(36, ge=1)
+    montage_per_cluster: int = Field(36, ge=1, description="Patches nearest each cluster centre in its montage.")
+    montage_tile_px: int = Field(64, ge=16, description="Side of one patch tile in a cluster montage PNG.")
+    kmeans_iters: int = Field(50, ge=1, description="k-means iterations (faiss or scikit-learn).")
+    silhouette_sample: int = Field(
+        2000, ge=10, description="Embeddings sampled to score each k when k is auto (silhouette is O(n^2))."
+    )
+    projector_max_points: int = Field(
+        2000, ge=1, description="Embeddings (with thumbnails) sampled into the TensorBoard projector."
+    )
     seed: int = 0
 
 

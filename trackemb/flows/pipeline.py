@@ -1,0 +1,84 @@
+"""The whole pipeline as one Prefect flow: harvest -> train -> export -> embed -> cluster -> evaluate.
+
+Each stage is a subflow, so the Prefect UI shows them separately. Re-running with the same
+inputs skips finished work: videos by content hash (in the store), training by config +
+store state, export by export config + training run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from trackemb.config import ExportConfig, HarvestConfig, TrainConfig
+from trackemb.flows.export import export_flow
+from trackemb.flows.harvest import harvest_flow
+from trackemb.flows.train import train_flow
+from trackemb.runs import finished, mark_finished, store_state, work_key
+
+
+def pipeline_layout(out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    return {"store": out / "patches.lmdb", "runs": out / "runs", "export": out / "export"}
+
+
+@flow(name="trackemb-pipeline", log_prints=False)
+def pipeline_flow(
+    video_dir: str,
+    out_dir: str,
+    harvest: HarvestConfig = HarvestConfig(),
+    train: TrainConfig = TrainConfig(),
+    export: ExportConfig = ExportConfig(),
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Harvest ``video_dir`` into ``out_dir/patches.lmdb``, train, and export to ``out_dir/export``."""
+    logger = get_run_logger()
+    paths = pipeline_layout(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    harvest_summary = harvest_flow(video_dir, str(paths["store"]), harvest, strict=strict)
+
+    train_key = work_key(train, store_state(paths["store"]))
+    run_dir = paths["runs"] / train_key
+    train_result = finished(run_dir, train_key)
+    if train_result is None:
+        train_result = train_flow(str(paths["store"]), str(run_dir), train, resume=(run_dir / "ckpt.pt").exists())
+        mark_finished(run_dir, train_key, train_result)
+    else:
+        logger.info("training %s already finished for this store state and config; skipping", run_dir)
+
+    export_key = work_key(export, train_key)
+    export_result = finished(paths["export"], export_key)
+    if export_result is None:
+        export_result = export_flow(str(run_dir), str(paths["export"]), str(paths["store"]), export)
+        mark_finished(paths["export"], export_key, export_result)
+    else:
+        logger.info("export %s is up to date; skipping", paths["export"])
+
+    result = {
+        "store": str(paths["store"]),
+        "run_dir": str(run_dir),
+        "export_dir": str(paths["export"]),
+        "harvest": {k: harvest_summary[k] for k in ("done", "skipped", "failed", "pairs_added", "triplets")},
+        "train": train_result,
+        "export": export_result,
+    }
+    create_markdown_artifact(key="pipeline-summary", markdown=_summary_markdown(result), description="trackemb pipeline")
+    return result
+
+
+def _summary_markdown(result: dict[str, Any]) -> str:
+    h = result["harvest"]
+    evaluation = result["export"].get("evaluation", {})
+    lines = [
+        "# trackemb pipeline",
+        "",
+        f"- store: `{result['store']}` ({h['done']} new videos, {h['skipped']} already done, {h['failed']} failed, {h['triplets']} triplets)",
+        f"- training run: `{result['run_dir']}` (tensorboard --logdir {result['run_dir']})",
+        f"- export: `{result['export_dir']}`",
+    ]
+    if evaluation.get("markdown"):
+        lines += ["", evaluation["markdown"]]
+    return "\n".join(lines)
