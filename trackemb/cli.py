@@ -35,7 +35,9 @@ console = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML file with [harvest], [train] and [export] tables; flags override it."),
+    typer.Option(
+        "--config", "-c", help="TOML file with [harvest], [train] and [export] tables; flags override it."
+    ),
 ]
 
 
@@ -108,8 +110,13 @@ def _print_harvest(summary: dict[str, Any]) -> None:
     for row in summary["videos"]:
         style = {"failed": "red", "skipped": "dim"}.get(row["status"], "")
         table.add_row(
-            Path(row["path"]).name, row["status"], str(row["tracks"]), str(row["pairs"]), f"{row['seconds']:.1f}",
-            row["error"], style=style,
+            Path(row["path"]).name,
+            row["status"],
+            str(row["tracks"]),
+            str(row["pairs"]),
+            f"{row['seconds']:.1f}",
+            row["error"],
+            style=style,
         )
     console.print(table)
     console.print(
@@ -120,21 +127,34 @@ def _print_harvest(summary: dict[str, Any]) -> None:
 
 @app.command()
 def harvest(
-    video_dir: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively) or one video file.")],
-    store: Annotated[Path, typer.Option("--store", "-s", help="PatchStore directory (LMDB); created if missing.")],
+    video_dir: Annotated[
+        Path, typer.Argument(help="Folder of videos (searched recursively) or one video file.")
+    ],
+    store: Annotated[
+        Path, typer.Option("--store", "-s", help="PatchStore directory (LMDB); created if missing.")
+    ],
     config: ConfigOpt = None,
     pattern: Annotated[str, typer.Option(help="Glob under VIDEO_DIR selecting files.")] = "**/*",
     workers: Annotated[int, typer.Option(help="Videos harvested at once (threads).")] = 2,
-    strict: Annotated[bool, typer.Option(help="Exit 1 if any video fails (default: warn, store the error, go on).")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 if any video fails (default: warn, store the error, go on).")
+    ] = False,
     dask_address: Annotated[
-        str | None, typer.Option(help="Run the per-video tasks on an existing Dask cluster (tcp://host:8786); each worker writes its own shard.")
+        str | None,
+        typer.Option(
+            help="Run the per-video tasks on an existing Dask cluster (tcp://host:8786); each worker writes its own shard."
+        ),
     ] = None,
-    lock_timeout_s: Annotated[float, typer.Option(help="Wait this long for another harvest holding the store.")] = 0.0,
+    lock_timeout_s: Annotated[
+        float, typer.Option(help="Wait this long for another harvest holding the store.")
+    ] = 0.0,
     stride: Annotated[int | None, typer.Option(help="Analyse every Nth frame.")] = None,
     track_len: Annotated[int | None, typer.Option(help="Frames per track (about one second).")] = None,
     patch_px: Annotated[int | None, typer.Option(help="Side of stored patches in pixels.")] = None,
     backend: Annotated[str | None, typer.Option(help="Frame reader: auto, decord or opencv.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the run summary as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the run summary as JSON here.")
+    ] = None,
 ) -> None:
     """Track moving objects in every video and store positive pairs + other-video triplets (a Prefect flow).
 
@@ -142,8 +162,15 @@ def harvest(
     the summary. Re-running skips videos already stored (matched by content hash).
     """
     cfg = _load(
-        HarvestConfig, config, "harvest",
-        {"decode.frame_stride": stride, "track.track_len_frames": track_len, "patch_px": patch_px, "decode.backend": backend},
+        HarvestConfig,
+        config,
+        "harvest",
+        {
+            "decode.frame_stride": stride,
+            "track.track_len_frames": track_len,
+            "patch_px": patch_px,
+            "decode.backend": backend,
+        },
     )
     from trackemb.flows.harvest import HarvestFailedError, harvest_flow
 
@@ -158,7 +185,12 @@ def harvest(
     flow_fn = harvest_flow.with_options(task_runner=runner)
     try:
         summary = flow_fn(
-            str(video_dir), str(store), cfg, pattern=pattern, strict=strict, shards=bool(dask_address),
+            str(video_dir),
+            str(store),
+            cfg,
+            pattern=pattern,
+            strict=strict,
+            shards=bool(dask_address),
             lock_timeout_s=lock_timeout_s,
         )
     except HarvestFailedError as exc:
@@ -173,10 +205,14 @@ def harvest(
 @app.command()
 def inspect(
     store: Annotated[Path, typer.Argument(help="PatchStore directory.")],
-    montage: Annotated[Path | None, typer.Option(help="Montage PNG of random positive pairs (default: STORE/pairs.png).")] = None,
+    montage: Annotated[
+        Path | None, typer.Option(help="Montage PNG of random positive pairs (default: STORE/pairs.png).")
+    ] = None,
     pairs: Annotated[int, typer.Option(help="Pairs in the montage.")] = 16,
     seed: Annotated[int, typer.Option(help="Which random pairs.")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the stats as JSON instead of tables.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the stats as JSON instead of tables.")
+    ] = False,
 ) -> None:
     """Counts per video, error records, and a montage PNG of random positive pairs (first | last patch)."""
     from trackemb.storage.inspect import stats_tables, store_montage
@@ -197,6 +233,199 @@ def inspect(
     if stats.get("pairs", 0):
         out = store_montage(store, montage or store / "pairs.png", n_pairs=pairs, seed=seed)
         console.print(f"montage of {pairs} random positive pairs: {out}")
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, int | float):
+            table.add_row(key, f"{value:.4g}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    store: Annotated[Path, typer.Argument(help="PatchStore written by `trackemb harvest`.")],
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", "-o", help="Where checkpoints, config.json and TensorBoard logs go.")
+    ],
+    config: ConfigOpt = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue exactly where the last checkpoint in RUN_DIR stopped.")
+    ] = False,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps in total.")] = None,
+    batch_pairs: Annotated[
+        int | None, typer.Option(help="Positive pairs per batch (from many videos).")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Backbone: resnet18 (default), resnet34, resnet50, smallcnn.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    margin: Annotated[float | None, typer.Option(help="Triplet margin on cosine distance.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+) -> None:
+    """Train the Siamese triplet-loss encoder (a Prefect flow); watch it with `tensorboard --logdir RUN_DIR`."""
+    cfg = _load(
+        TrainConfig,
+        config,
+        "train",
+        {
+            "steps": steps,
+            "batch_pairs": batch_pairs,
+            "arch": arch,
+            "lr": lr,
+            "mine.margin": margin,
+            "device": device,
+            "num_workers": num_workers,
+        },
+    )
+    from trackemb.flows.train import train_flow
+
+    try:
+        with _RichReporter():
+            result = train_flow(str(store), str(run_dir), cfg, resume=resume)
+    except TrackembError as exc:
+        _fail(str(exc))
+    _print_metrics(f"training run {run_dir} (step {result.get('step')})", result.get("metrics", {}))
+    console.print(f"checkpoint: {result.get('checkpoint')}\ntensorboard --logdir {run_dir}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Training run directory (holds ckpt.pt).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Export directory (default RUN_DIR/export).")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Store the run was trained on (summarised in the model card).")
+    ] = None,
+    config: ConfigOpt = None,
+    onnx: Annotated[bool | None, typer.Option(help="Also write encoder.onnx (needs onnx installed).")] = None,
+) -> None:
+    """Write encoder.ts (TorchScript), encoder.safetensors, model_card.json and encoder.onnx."""
+    cfg = _load(ExportConfig, config, "export", {"onnx": onnx})
+    from trackemb.embedding.export import export_encoder
+
+    summary = None
+    if store:
+        from trackemb.storage.store import open_reader
+
+        summary = open_reader(store).stats()
+    try:
+        out_dir = export_encoder(run_dir, out or run_dir / "export", cfg, store_summary=summary)
+    except TrackembError as exc:
+        _fail(str(exc))
+    for path in sorted(Path(out_dir).iterdir()):
+        console.print(f"  {path}")
+
+
+@app.command()
+def embed(
+    export_dir: Annotated[Path, typer.Argument(help="Directory written by `trackemb export`.")],
+    store: Annotated[Path, typer.Argument(help="PatchStore whose patches to embed.")],
+    batch_size: Annotated[int, typer.Option(help="Patches per forward pass.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Embed every stored patch: EXPORT_DIR/embeddings.npy + patches.csv."""
+    from trackemb.embedding.embed import embed_store
+
+    with _RichReporter() as rep:
+        emb, _ = embed_store(
+            export_dir,
+            store,
+            batch_size=batch_size,
+            device=device,
+            progress=lambda d, t, i=None: rep("embed patches", d, t, i or {}),
+        )
+    console.print(
+        f"{emb.shape[0]} embeddings of dim {emb.shape[1]} -> {export_dir / 'embeddings.npy'}, {export_dir / 'patches.csv'}"
+    )
+
+
+@app.command()
+def cluster(
+    export_dir: Annotated[
+        Path, typer.Argument(help="Export directory holding embeddings.npy + patches.csv.")
+    ],
+    k: Annotated[
+        str, typer.Option(help="Number of clusters, or 'auto' (best silhouette in k-min..k-max).")
+    ] = "auto",
+    store: Annotated[
+        Path | None, typer.Option(help="Store for montage thumbnails (default: from patches.csv).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """k-means on the embeddings: cluster column in patches.csv, a montage PNG per cluster, a projector."""
+    cfg = _load(ExportConfig, config, "export", {"k": k if k == "auto" else int(k)})
+    from trackemb.embedding.cluster import cluster_embeddings
+
+    result = cluster_embeddings(export_dir, cfg, store_path=store).as_dict()
+    console.print_json(
+        data={k: v for k, v in result.items() if not isinstance(v, list | dict) or k == "sizes"}
+    )
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Training run directory (ckpt.pt).")],
+    store: Annotated[Path, typer.Option(help="PatchStore holding the held-out videos.")],
+    out: Annotated[Path | None, typer.Option(help="Where evaluation.md/json go (default RUN_DIR).")] = None,
+) -> None:
+    """R@1, R@5, MAP@R and NMI on held-out tracks, next to a random-init encoder and raw pixels."""
+    from trackemb.embedding.evaluate import evaluate_run
+
+    report = evaluate_run(run_dir, store, out_dir=out or run_dir)
+    console.print(report.get("markdown", json.dumps(report, indent=2, default=str)))
+
+
+@app.command()
+def pipeline(
+    video_dir: Annotated[Path, typer.Argument(help="Folder of videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: patches.lmdb, runs/, export/.")],
+    config: ConfigOpt = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (overrides [train] steps).")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail if any video fails to harvest.")] = False,
+) -> None:
+    """harvest -> train -> export -> cluster -> evaluate as one Prefect flow; re-runs skip finished work."""
+    hcfg = _load(HarvestConfig, config, "harvest", {})
+    tcfg = _load(TrainConfig, config, "train", {"steps": steps})
+    ecfg = _load(ExportConfig, config, "export", {})
+    from trackemb.flows.pipeline import pipeline_flow
+
+    try:
+        with _RichReporter():
+            result = pipeline_flow(str(video_dir), str(out), hcfg, tcfg, ecfg, strict=strict)
+    except TrackembError as exc:
+        _fail(str(exc))
+    console.print_json(data={k: result[k] for k in ("store", "run_dir", "export_dir", "harvest")})
+    evaluation = result.get("export", {}).get("evaluation", {})
+    if evaluation.get("markdown"):
+        console.print(evaluation["markdown"])
+
+
+@app.command()
+def serve(
+    video_dir: Annotated[Path, typer.Argument(help="Folder to watch; new videos are harvested on each run.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (as for `pipeline`).")] = Path(
+        "runs/served"
+    ),
+    interval: Annotated[int | None, typer.Option(help="Seconds between runs.")] = 600,
+    cron: Annotated[str | None, typer.Option(help="Cron schedule instead of --interval.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve Prefect deployments that harvest new videos and retrain/export on a schedule (needs a Prefect API)."""
+    from trackemb.flows.deploy import serve_folder
+
+    serve_folder(
+        str(video_dir),
+        str(out),
+        interval_s=None if cron else interval,
+        cron=cron,
+        config=str(config) if config else None,
+    )
 
 
 def main() -> None:

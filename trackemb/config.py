@@ -45,12 +45,16 @@ class MotionConfig(StageConfig):
         0.75, ge=0, le=1, description="Frames with more moving points have unexplained camera motion."
     )
     min_region_px: int = Field(24, ge=4, description="Smallest seed box side (full-resolution px).")
-    seed_every_frames: int = Field(15, ge=1, description="Look for new moving regions every N analysed frames.")
+    seed_every_frames: int = Field(
+        15, ge=1, description="Look for new moving regions every N analysed frames."
+    )
     fb_max_px: float = Field(
         1.0, gt=0, description="Forward-backward LK error (working px) above which a point is unreliable."
     )
     ransac_min_px: float = Field(
-        0.5, gt=0, description="Smallest RANSAC reprojection threshold (working px) for the camera homography."
+        0.5,
+        gt=0,
+        description="Smallest RANSAC reprojection threshold (working px) for the camera homography.",
     )
     cluster_radius_px: float = Field(
         20.0, gt=0, description="Moving points closer than ~2x this (full-resolution px) join one region."
@@ -64,7 +68,9 @@ class MotionConfig(StageConfig):
 class TrackConfig(StageConfig):
     tracker: Literal["medianflow"] = Field("medianflow", description="Tracker implementation.")
     track_len_frames: int = Field(30, ge=2, description="Frames followed per track (about one second).")
-    fb_max_px: float = Field(2.0, gt=0, description="Median forward-backward error (working px) that ends a track.")
+    fb_max_px: float = Field(
+        2.0, gt=0, description="Median forward-backward error (working px) that ends a track."
+    )
     max_scale_change: float = Field(0.25, gt=0, description="Largest per-frame relative box scale change.")
     min_points: int = Field(8, ge=3, description="Fewest reliable points to keep following a box.")
 
@@ -77,7 +83,9 @@ class HarvestConfig(StageConfig):
     context_frac: float = Field(0.2, ge=0, description="Context added around the box on each side.")
     jpeg_quality: int = Field(90, ge=30, le=100)
     inner_samples: int = Field(1, ge=0, description="Extra inner patches per track (besides first and last).")
-    min_blur_var: float = Field(15.0, ge=0, description="Patches whose Laplacian variance is lower are too blurry.")
+    min_blur_var: float = Field(
+        15.0, ge=0, description="Patches whose Laplacian variance is lower are too blurry."
+    )
     min_pair_change: float = Field(
         2.0, ge=0, description="Mean abs pixel change below which a positive pair is a near-duplicate."
     )
@@ -97,18 +105,24 @@ class MineConfig(StageConfig):
         4, ge=1, description="Random other-video negatives per positive pair in the random (early) stage."
     )
     use_harvested_triplets: bool = Field(
-        False, description="In the random stage, train on the store's harvested triplets table instead of in-batch negatives."
+        False,
+        description="In the random stage, train on the store's harvested triplets table instead of in-batch negatives.",
     )
     reducer: Literal["mean", "avg_nonzero"] = Field(
-        "mean", description="Average the triplet loss over all mined triplets, or only over the active (non-zero) ones."
+        "mean",
+        description="Average the triplet loss over all mined triplets, or only over the active (non-zero) ones.",
     )
 
 
 class TrainConfig(StageConfig):
-    arch: str = Field("resnet18", description="Encoder backbone (see trackemb.embedding.model.list_encoders).")
+    arch: str = Field(
+        "resnet18", description="Encoder backbone (see trackemb.embedding.model.list_encoders)."
+    )
     embed_dim: int = Field(128, ge=8)
     input_px: int = Field(64, ge=32, description="Side of the encoder input (patches are resized/cropped).")
-    init_weights: str | None = Field(None, description="Optional local .pth/.safetensors backbone to start from.")
+    init_weights: str | None = Field(
+        None, description="Optional local .pth/.safetensors backbone to start from."
+    )
     steps: int = Field(300, ge=1)
     batch_pairs: int = Field(32, ge=2, description="Positive pairs per batch.")
     min_videos_per_batch: int = Field(2, ge=2)
@@ -119,16 +133,23 @@ class TrainConfig(StageConfig):
     min_lr_frac: float = Field(0.05, ge=0, le=1)
     grad_clip: float = Field(5.0, gt=0)
     aug_max_strength: float = Field(1.0, ge=0, le=1, description="Augmentation strength reached at the end.")
-    aug_min_strength: float = Field(0.1, ge=0, le=1, description="Augmentation strength at step 0 (curriculum start).")
+    aug_min_strength: float = Field(
+        0.1, ge=0, le=1, description="Augmentation strength at step 0 (curriculum start)."
+    )
     aug_ramp_frac: float = Field(
-        0.5, gt=0, le=1, description="Fraction of the steps over which augmentation strength ramps up linearly."
+        0.5,
+        gt=0,
+        le=1,
+        description="Fraction of the steps over which augmentation strength ramps up linearly.",
     )
     val_frac: float = Field(0.2, ge=0, lt=1, description="Fraction of videos held out for validation.")
     val_every_steps: int = Field(50, ge=1)
     ckpt_every_steps: int = Field(50, ge=1)
     log_every_steps: int = Field(10, ge=1, description="Write training scalars every N steps.")
     collapse_window_steps: int = Field(
-        30, ge=1, description="Steps of loss pinned at the margin with near-zero spread before warning of collapse."
+        30,
+        ge=1,
+        description="Steps of loss pinned at the margin with near-zero spread before warning of collapse.",
     )
     projector_max_patches: int = Field(
         400, ge=0, description="Held-out patches written to the TensorBoard projector at the end (0: none)."
@@ -146,7 +167,9 @@ class ExportConfig(StageConfig):
     k: int | Literal["auto"] = Field("auto", description="Number of clusters, or auto (silhouette).")
     k_min: int = Field(2, ge=2)
     k_max: int = Field(12, ge=2)
-    montage_per_cluster: int = Field(36, ge=1, description="Patches nearest each cluster centre in its montage.")
+    montage_per_cluster: int = Field(
+        36, ge=1, description="Patches nearest each cluster centre in its montage."
+    )
     montage_tile_px: int = Field(64, ge=16, description="Side of one patch tile in a cluster montage PNG.")
     kmeans_iters: int = Field(50, ge=1, description="k-means iterations (faiss or scikit-learn).")
     silhouette_sample: int = Field(
@@ -173,7 +196,11 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_config(
-    cls: type[C], toml_path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, section: str | None = None
+    cls: type[C],
+    toml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    section: str | None = None,
 ) -> C:
     """Build ``cls`` from an optional TOML file plus dotted-key overrides (None values are ignored).
 

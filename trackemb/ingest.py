@@ -59,7 +59,11 @@ def find_videos(root: str | Path, pattern: str = "**/*") -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such video folder")
-    found = [p for p in root.glob(pattern) if p.suffix.lower() in VIDEO_EXTENSIONS and (p.is_symlink() or p.is_file())]
+    found = [
+        p
+        for p in root.glob(pattern)
+        if p.suffix.lower() in VIDEO_EXTENSIONS and (p.is_symlink() or p.is_file())
+    ]
     return sorted(found)
 
 
@@ -104,14 +108,21 @@ def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = No
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientIOError(f"{path}: {exc}") from exc
         kind, cause = _os_error_kind(exc)
-        return HarvestOutcome("failed", str(path), unreadable_key(path), record=failure_record(path, unreadable_key(path), kind, cause))
+        return HarvestOutcome(
+            "failed",
+            str(path),
+            unreadable_key(path),
+            record=failure_record(path, unreadable_key(path), kind, cause),
+        )
     if done is not None and sha in done:
         return HarvestOutcome("skipped", str(path), sha)
     try:
         harvest = harvest_video(path, cfg, sha=sha)
     except VideoDecodeError as exc:
         seconds = time.perf_counter() - start
-        return HarvestOutcome("failed", str(path), sha, record=failure_record(path, sha, exc.kind, exc.cause, seconds))
+        return HarvestOutcome(
+            "failed", str(path), sha, record=failure_record(path, sha, exc.kind, exc.cause, seconds)
+        )
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientIOError(f"{path}: {exc}") from exc
@@ -119,12 +130,18 @@ def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = No
         return HarvestOutcome("failed", str(path), sha, record=failure_record(path, sha, kind, cause))
     except MemoryError:
         return HarvestOutcome(
-            "failed", str(path), sha, record=failure_record(path, sha, "out_of_memory", "ran out of memory while decoding")
+            "failed",
+            str(path),
+            sha,
+            record=failure_record(path, sha, "out_of_memory", "ran out of memory while decoding"),
         )
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run; keep the cause for the user
         log.exception("unexpected error harvesting %s", path)
         return HarvestOutcome(
-            "failed", str(path), sha, record=failure_record(path, sha, "internal_error", f"{type(exc).__name__}: {exc}")
+            "failed",
+            str(path),
+            sha,
+            record=failure_record(path, sha, "internal_error", f"{type(exc).__name__}: {exc}"),
         )
     return HarvestOutcome("done", str(path), sha, harvest=harvest, record=harvest.video)
 

@@ -8,6 +8,8 @@ so a batch is the same whichever DataLoader worker builds it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
@@ -39,11 +41,11 @@ def make_transform(strength: float, out_px: int) -> v2.Compose:
     )
 
 
-def augment_batch(images: Tensor, strength: float, out_px: int, seed: int) -> Tensor:
+def augment_batch(images: Tensor | Sequence[Tensor], strength: float, out_px: int, seed: int) -> Tensor:
     """Augment each image independently.
 
     Args:
-        images: (B, 3, H, W) uint8 RGB.
+        images: (B, 3, H, W) uint8 RGB, or B (3, H_i, W_i) uint8 images of any size.
         strength: curriculum strength in [0, 1]; 0 only resizes.
         out_px: output side.
         seed: the batch's seed; equal seeds give equal outputs.

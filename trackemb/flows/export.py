@@ -28,7 +28,9 @@ def export_task(run_dir: str, out_dir: str, cfg: ExportConfig, store: str | None
 def embed_task(export_dir: str, store: str, cfg: ExportConfig) -> int:
     from trackemb.embedding.embed import embed_store
 
-    emb, _ = embed_store(export_dir, store, batch_size=cfg.batch_size, progress=progress.reporter("embed patches"))
+    emb, _ = embed_store(
+        export_dir, store, batch_size=cfg.batch_size, progress=progress.reporter("embed patches")
+    )
     return int(emb.shape[0])
 
 
@@ -48,7 +50,11 @@ def evaluate_task(run_dir: str, store: str, out_dir: str) -> dict[str, Any]:
 
 @flow(name="trackemb-export", log_prints=False)
 def export_flow(
-    run_dir: str, out_dir: str, store: str | None = None, config: ExportConfig = ExportConfig(), evaluate: bool = True
+    run_dir: str,
+    out_dir: str,
+    store: str | None = None,
+    config: ExportConfig = ExportConfig(),
+    evaluate: bool = True,
 ) -> dict[str, Any]:
     """Export the encoder of ``run_dir``; with a store, also embed, cluster and evaluate its patches."""
     logger = get_run_logger()
@@ -61,5 +67,7 @@ def export_flow(
             result["evaluation"] = evaluate_task(run_dir, store, export_dir)
     logger.info("exported to %s", export_dir)
     files = "\n".join(f"- `{p}`" for p in sorted(Path(export_dir).iterdir()))
-    create_markdown_artifact(key="export-summary", markdown=f"# Export `{export_dir}`\n\n{files}\n", description="trackemb export")
+    create_markdown_artifact(
+        key="export-summary", markdown=f"# Export `{export_dir}`\n\n{files}\n", description="trackemb export"
+    )
     return result

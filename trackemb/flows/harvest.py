@@ -51,13 +51,20 @@ def harvest_video_task(path: str, cfg: HarvestConfig, done: set[str]) -> Harvest
     return harvest_one(path, cfg, done)
 
 
-@task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_is_transient, task_run_name="harvest {path} (shard)")
+@task(
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    retry_condition_fn=_is_transient,
+    task_run_name="harvest {path} (shard)",
+)
 def harvest_to_shard_task(path: str, cfg: HarvestConfig, done: set[str], store: str) -> HarvestOutcome:
     """Harvest and write into this worker's own shard; only the small outcome travels back."""
     outcome = harvest_one(path, cfg, done)
     if outcome.status != "skipped":
         name = f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
-        with PatchStore.open_shard(store, name, harvest_config=cfg.model_dump(mode="json"), lock_timeout_s=60) as shard:
+        with PatchStore.open_shard(
+            store, name, harvest_config=cfg.model_dump(mode="json"), lock_timeout_s=60
+        ) as shard:
             _commit(shard, outcome)
     outcome.harvest = None
     return outcome
@@ -145,7 +152,11 @@ def harvest_flow(
                     outcome.harvest = None
                     outcomes.append(outcome)
                     if report:
-                        report(len(outcomes), len(paths), {"pairs": sum(o.record.n_pairs for o in outcomes if o.record)})
+                        report(
+                            len(outcomes),
+                            len(paths),
+                            {"pairs": sum(o.record.n_pairs for o in outcomes if o.record)},
+                        )
         n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
     rows = [_row(o) for o in outcomes]
     summary = {
@@ -166,7 +177,9 @@ def harvest_flow(
         key="harvest-summary", markdown=_report_markdown(summary), description="trackemb harvest"
     )
     if strict and summary["failed"]:
-        raise HarvestFailedError(f"{summary['failed']} of {len(paths)} videos failed (strict mode); see the error records")
+        raise HarvestFailedError(
+            f"{summary['failed']} of {len(paths)} videos failed (strict mode); see the error records"
+        )
     return summary
 
 

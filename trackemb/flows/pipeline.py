@@ -44,7 +44,9 @@ def pipeline_flow(
     run_dir = paths["runs"] / train_key
     train_result = finished(run_dir, train_key)
     if train_result is None:
-        train_result = train_flow(str(paths["store"]), str(run_dir), train, resume=(run_dir / "ckpt.pt").exists())
+        train_result = train_flow(
+            str(paths["store"]), str(run_dir), train, resume=(run_dir / "ckpt.pt").exists()
+        )
         mark_finished(run_dir, train_key, train_result)
     else:
         logger.info("training %s already finished for this store state and config; skipping", run_dir)
@@ -65,7 +67,9 @@ def pipeline_flow(
         "train": train_result,
         "export": export_result,
     }
-    create_markdown_artifact(key="pipeline-summary", markdown=_summary_markdown(result), description="trackemb pipeline")
+    create_markdown_artifact(
+        key="pipeline-summary", markdown=_summary_markdown(result), description="trackemb pipeline"
+    )
     return result
 
 

@@ -27,15 +27,21 @@ def train_task(store: str, run_dir: str, cfg: TrainConfig, resume: bool) -> dict
 
 
 def _metrics_markdown(run_dir: str, result: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in result.get("metrics", {}).items() if isinstance(v, int | float))
+    rows = "\n".join(
+        f"| {k} | {v:.4g} |" for k, v in result.get("metrics", {}).items() if isinstance(v, int | float)
+    )
     return f"# Training run `{run_dir}`\n\nstep {result.get('step')}, checkpoint `{result.get('checkpoint')}`\n\n| metric | value |\n|---|---:|\n{rows}\n"
 
 
 @flow(name="trackemb-train", log_prints=False)
-def train_flow(store: str, run_dir: str, config: TrainConfig = TrainConfig(), resume: bool = False) -> dict[str, Any]:
+def train_flow(
+    store: str, run_dir: str, config: TrainConfig = TrainConfig(), resume: bool = False
+) -> dict[str, Any]:
     """Train the Siamese triplet encoder on a PatchStore; TensorBoard logs go to ``run_dir``."""
     logger = get_run_logger()
     logger.info("training on %s -> %s (tensorboard --logdir %s)", store, run_dir, run_dir)
     result = train_task(store, run_dir, config, resume)
-    create_markdown_artifact(key="train-summary", markdown=_metrics_markdown(run_dir, result), description="trackemb train")
+    create_markdown_artifact(
+        key="train-summary", markdown=_metrics_markdown(run_dir, result), description="trackemb train"
+    )
     return result
