@@ -36,7 +36,7 @@ console = Console(stderr=True)
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="TOML file with [harvest], [train] and [export] tables; flags override it."
+        "--config", "-c", help="TOML file with \\[harvest], \\[train] and \\[export] tables; flags override it."
     ),
 ]
 

@@ -43,6 +43,18 @@ class ClusterResult:
     montages: list[Path] = field(default_factory=list)
     projector_dir: Path | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no arrays), e.g. for a flow result."""
+        return {
+            "k": self.k,
+            "sizes": self.sizes,
+            "silhouette": self.silhouette,
+            "backend": self.backend,
+            "silhouette_by_k": {str(k): v for k, v in self.silhouette_by_k.items()},
+            "montages": [str(p) for p in self.montages],
+            "projector_dir": str(self.projector_dir) if self.projector_dir else None,
+        }
+
 
 def kmeans(emb: np.ndarray, k: int, *, seed: int, iters: int = 50) -> tuple[np.ndarray, np.ndarray, str]:
     """k-means with faiss, falling back to scikit-learn when faiss is not installed.

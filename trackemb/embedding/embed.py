@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from trackemb.embedding.augment import to_input
 from trackemb.embedding.card import read_card
 from trackemb.embedding.export import load_encoder
 
@@ -51,14 +52,10 @@ def decode_patches(jpegs: Sequence[bytes], size_px: int, device: torch.device) -
     """
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
     images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    out = []
-    for img in images:
-        x = img.unsqueeze(0).float().div_(255.0)
-        if x.shape[-2:] != (size_px, size_px):
-            # Antialiasing matters when shrinking 96 px patches to 64 px inputs.
-            x = F.interpolate(x, size=(size_px, size_px), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x)
-    return torch.cat(out).clamp_(0.0, 1.0)
+    # The same deterministic view training validates on, so exported embeddings match it.
+    if len({tuple(img.shape) for img in images}) == 1:
+        return to_input(torch.stack(images), size_px)
+    return torch.cat([to_input(img[None], size_px) for img in images])
 
 
 @torch.no_grad()
