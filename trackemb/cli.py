@@ -221,8 +221,8 @@ def inspect(
     if not store.exists():
         _fail(f"{store}: no such store")
     try:
-        reader = open_reader(store)
-        stats = reader.stats()
+        with open_reader(store) as reader:
+            stats = reader.stats()
     except TrackembError as exc:
         _fail(str(exc))
     if json_out:
@@ -231,8 +231,9 @@ def inspect(
     for table in stats_tables(stats):
         console.print(table)
     if stats.get("pairs", 0):
-        out = store_montage(store, montage or store / "pairs.png", n_pairs=pairs, seed=seed)
-        console.print(f"montage of {pairs} random positive pairs: {out}")
+        shown = min(pairs, stats["pairs"])
+        out = store_montage(store, montage or store / "pairs.png", n_pairs=shown, seed=seed)
+        console.print(f"montage of {shown} random positive pairs (first | last patch of a track): {out}")
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
@@ -313,7 +314,8 @@ def export(
     if store:
         from trackemb.storage.store import open_reader
 
-        summary = open_reader(store).stats()
+        with open_reader(store) as reader:
+            summary = reader.stats()
     try:
         out_dir = export_encoder(run_dir, out or run_dir / "export", cfg, store_summary=summary)
     except TrackembError as exc:

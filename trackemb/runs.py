@@ -21,9 +21,9 @@ def store_state(store_path: str | Path) -> str:
     """Hash of the store's harvested videos and harvest config (cheap: index records only)."""
     from trackemb.storage.store import open_reader
 
-    reader = open_reader(store_path)
-    shas = sorted(v.sha for v in reader.videos() if v.status == "done")
-    meta = reader.meta()
+    with open_reader(store_path) as reader:  # closed at once: a writer in this process may follow
+        shas = sorted(v.sha for v in reader.videos() if v.status == "done")
+        meta = reader.meta()
     blob = json.dumps({"videos": shas, "harvest": meta.get("config_fingerprint", "")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

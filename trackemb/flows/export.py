@@ -20,7 +20,8 @@ def export_task(run_dir: str, out_dir: str, cfg: ExportConfig, store: str | None
     if store:
         from trackemb.storage.store import open_reader
 
-        summary = open_reader(store).stats()
+        with open_reader(store) as reader:
+            summary = reader.stats()
     return str(export_encoder(run_dir, out_dir, cfg, store_summary=summary))
 
 

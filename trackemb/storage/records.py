@@ -113,3 +113,25 @@ class VideoHarvest:
     patches: list[PatchRecord] = field(default_factory=list)
     jpegs: dict[str, bytes] = field(default_factory=dict)  # patch key -> JPEG bytes
     pairs: list[PairRecord] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """Inconsistencies that would corrupt the store (empty when the harvest is sound)."""
+        sha = self.video.sha
+        keys = {p.key for p in self.patches}
+        found = []
+        if len(sha) < 16:
+            found.append(f"video sha {sha!r} is shorter than 16 characters")
+        if len(keys) != len(self.patches):
+            found.append("duplicate patch keys")
+        for p in self.patches:
+            if p.video_sha != sha or p.key != patch_key(sha, p.track_id, p.frame):
+                found.append(f"patch {p.key!r} is not from this video or its key is not patch_key(...)")
+            elif not self.jpegs.get(p.key):
+                found.append(f"patch {p.key!r} has no JPEG bytes")
+        found += [
+            f"track {t.track_id} has video_sha {t.video_sha!r}" for t in self.tracks if t.video_sha != sha
+        ]
+        for pair in self.pairs:
+            if pair.anchor not in keys or pair.positive not in keys or pair.video_sha != sha:
+                found.append(f"pair {pair.anchor!r} -> {pair.positive!r} refers to patches not in this video")
+        return found

@@ -1,0 +1,227 @@
+"""Looking inside a PatchStore: counts per video, error records, and a montage of positive pairs.
+
+Backs ``trackemb inspect STORE``. Uses numpy and OpenCV only (no torch), so it runs
+wherever harvesting runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from trackemb.errors import StoreError
+from trackemb.storage import schema
+from trackemb.storage.env import StorePart, read_meta
+from trackemb.storage.schema import PAIRS, PATCHES, TRACKS, TRIPLETS
+from trackemb.storage.shards import StoreView, open_reader, owned_videos, read_keys
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+log = logging.getLogger(__name__)
+
+_GAP_PX = 8  # between pair cells
+_SEP_PX = 2  # thin line between the first and last patch of one pair
+_BACKGROUND = 32
+_SEPARATOR = 230
+
+
+def collect_stats(path: Path, parts: list[StorePart]) -> dict[str, Any]:
+    """Counts of a store's records, per video and in total, plus errors and disk use.
+
+    Counts are of the records actually stored (keys only are scanned, nothing is decoded
+    but the video records).
+    """
+    owned = owned_videos(parts)
+    sha_of = {sha[: schema.SHA16]: sha for sha in owned}
+    counts = {sha: {TRACKS: 0, PATCHES: 0, PAIRS: 0} for sha in owned}
+    for table in (TRACKS, PATCHES, PAIRS):
+        for key in read_keys(parts, owned, table):
+            counts[sha_of[schema.sha16_of_key(key)]][table] += 1
+    per_video = []
+    for sha in sorted(owned, key=lambda s: owned[s][1].path):
+        i, rec = owned[sha]
+        per_video.append(
+            {
+                "sha": sha,
+                "path": rec.path,
+                "status": rec.status,
+                "shard": parts[i].name,
+                "frames": rec.frames,
+                "backend": rec.backend,
+                "seconds": rec.seconds,
+                **counts[sha],
+                "error": rec.error,
+                "error_kind": rec.error_kind,
+            }
+        )
+    root = parts[0]
+    triplets = 0
+    if not root.name:
+        with root.read() as txn:
+            triplets = txn.stat(root.dbs[TRIPLETS])["entries"]
+    disk = []
+    for part in parts:
+        info, page = part.env.info(), part.env.stat()["psize"]
+        data = part.path / "data.mdb"
+        disk.append(
+            {
+                "part": part.name or "(root)",
+                "used_bytes": (info["last_pgno"] + 1) * page,
+                "map_size_bytes": info["map_size"],
+                "file_bytes": data.stat().st_size if data.exists() else 0,
+            }
+        )
+    meta = read_meta(root)
+    return {
+        "path": str(path),
+        "schema_version": meta.get("schema_version"),
+        "created_at": meta.get("created_at"),
+        "trackemb_version": meta.get("trackemb_version"),
+        "config_fingerprint": meta.get("config_fingerprint", ""),
+        "shards": [p.name for p in parts if p.name],
+        "videos": len(per_video),
+        "videos_done": sum(v["status"] == "done" for v in per_video),
+        "videos_failed": sum(v["status"] == "failed" for v in per_video),
+        "tracks": sum(v[TRACKS] for v in per_video),
+        "patches": sum(v[PATCHES] for v in per_video),
+        "pairs": sum(v[PAIRS] for v in per_video),
+        "triplets": triplets,
+        "per_video": per_video,
+        "errors": [
+            {k: v[k] for k in ("sha", "path", "error", "error_kind")}
+            for v in per_video
+            if v["status"] != "done"
+        ],
+        "map": disk,
+        "used_bytes": sum(d["used_bytes"] for d in disk),
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _summary_line(stats: dict[str, Any]) -> str:
+    shards = f", {len(stats['shards'])} shards" if stats["shards"] else ""
+    return (
+        f"{stats['path']} (schema {stats['schema_version']}, harvest config {stats['config_fingerprint'] or '-'}"
+        f"{shards}): {stats['videos_done']} videos done, {stats['videos_failed']} failed, {stats['tracks']} "
+        f"tracks, {stats['patches']} patches, {stats['pairs']} pairs, {stats['triplets']} triplets, "
+        f"{_mib(stats['used_bytes'])} used"
+    )
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """Plain-text report of :func:`collect_stats` output (for logs and non-terminal output)."""
+    lines = [
+        _summary_line(stats),
+        "",
+        f"{'video':<40} {'status':<7} {'tracks':>6} {'patches':>7} {'pairs':>6}",
+    ]
+    for v in stats["per_video"]:
+        lines.append(
+            f"{Path(v['path']).name[:40]:<40} {v['status']:<7} {v[TRACKS]:>6} {v[PATCHES]:>7} {v[PAIRS]:>6}"
+        )
+    if stats["errors"]:
+        lines += ["", "errors:"] + [
+            f"  {e['path']} [{e['error_kind']}] {e['error']}" for e in stats["errors"]
+        ]
+    return "\n".join(lines)
+
+
+def stats_tables(stats: dict[str, Any]) -> list[Table]:
+    """Rich tables for ``trackemb inspect``: summary, per-video counts, and errors (if any)."""
+    from rich.table import Table
+
+    summary = Table(title=f"PatchStore {stats['path']}", show_header=False)
+    for name in ("videos_done", "videos_failed", "tracks", "patches", "pairs", "triplets"):
+        summary.add_row(name.replace("_", " "), str(stats[name]))
+    summary.add_row("shards", str(len(stats["shards"])))
+    summary.add_row("disk used", _mib(stats["used_bytes"]))
+    summary.add_row("schema / config", f"{stats['schema_version']} / {stats['config_fingerprint'] or '-'}")
+    videos = Table(title="videos")
+    for col in ("video", "status", "tracks", "patches", "pairs", "seconds", "shard"):
+        videos.add_column(
+            col, justify="right" if col in ("tracks", "patches", "pairs", "seconds") else "left"
+        )
+    for v in stats["per_video"]:
+        status = v["status"] if v["status"] == "done" else f"[red]{v['status']}[/]"
+        videos.add_row(
+            Path(v["path"]).name,
+            status,
+            str(v[TRACKS]),
+            str(v[PATCHES]),
+            str(v[PAIRS]),
+            f"{v['seconds']:.1f}",
+            v["shard"] or "-",
+        )
+    tables = [summary, videos]
+    if stats["errors"]:
+        errors = Table(title="errors")
+        for col in ("video", "kind", "error"):
+            errors.add_column(col)
+        for e in stats["errors"]:
+            errors.add_row(e["path"], e["error_kind"], e["error"])
+        tables.append(errors)
+    return tables
+
+
+def _tile(blob: bytes, side: int) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(blob, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:  # a corrupt patch shows as a red tile rather than hiding the rest
+        log.warning("undecodable JPEG in montage")
+        return np.full((side, side, 3), (0, 0, 200), dtype=np.uint8)
+    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def store_montage(
+    store: str | Path | StoreView, out_png: str | Path, n_pairs: int = 16, seed: int = 0, tile_px: int = 96
+) -> Path:
+    """Write a PNG grid of random positive pairs; each cell is ``first | last`` patch of one track.
+
+    Args:
+        store: store path (single or sharded), or an open store/reader.
+        out_png: where to write the image (parent directories are created).
+        n_pairs: pairs shown (fewer if the store has fewer).
+        seed: which pairs.
+        tile_px: side of each patch in the montage.
+
+    Returns:
+        ``out_png`` as a Path.
+
+    Raises:
+        StoreError: the store has no pairs, or the image cannot be written.
+    """
+    reader = store if isinstance(store, StoreView) else open_reader(store)
+    pairs = reader.pairs()
+    if not pairs:
+        raise StoreError(f"{reader.path}: no positive pairs in this store, nothing to show")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(pairs), size=min(n_pairs, len(pairs)), replace=False).tolist())
+    cols = max(1, math.ceil(math.sqrt(len(chosen) / 2)))  # cells are 2:1, so this is roughly square
+    rows = math.ceil(len(chosen) / cols)
+    cell_w, cell_h = 2 * tile_px + _SEP_PX, tile_px
+    canvas = np.full(
+        (rows * (cell_h + _GAP_PX) + _GAP_PX, cols * (cell_w + _GAP_PX) + _GAP_PX, 3),
+        _BACKGROUND,
+        dtype=np.uint8,
+    )
+    for n, i in enumerate(chosen):
+        y = _GAP_PX + (n // cols) * (cell_h + _GAP_PX)
+        x = _GAP_PX + (n % cols) * (cell_w + _GAP_PX)
+        canvas[y : y + tile_px, x : x + tile_px] = _tile(reader.get_jpeg(pairs[i].anchor), tile_px)
+        canvas[y : y + tile_px, x + tile_px : x + tile_px + _SEP_PX] = _SEPARATOR
+        canvas[y : y + tile_px, x + tile_px + _SEP_PX : x + cell_w] = _tile(
+            reader.get_jpeg(pairs[i].positive), tile_px
+        )
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), canvas):
+        raise StoreError(f"{out}: could not write the montage PNG (check the directory and the .png suffix)")
+    return out
