@@ -36,7 +36,9 @@ console = Console(stderr=True)
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="TOML file with \\[harvest], \\[train] and \\[export] tables; flags override it."
+        "--config",
+        "-c",
+        help="TOML file with \\[harvest], \\[train] and \\[export] tables; flags override it.",
     ),
 ]
 
@@ -414,20 +416,33 @@ def serve(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (as for `pipeline`).")] = Path(
         "runs/served"
     ),
-    interval: Annotated[int | None, typer.Option(help="Seconds between runs.")] = 600,
+    interval: Annotated[int | None, typer.Option(help="Seconds between harvest runs.")] = 600,
     cron: Annotated[str | None, typer.Option(help="Cron schedule instead of --interval.")] = None,
+    retrain: Annotated[
+        str,
+        typer.Option(
+            help="never: harvest only; manual: also serve the pipeline, run it from the UI; "
+            "on_new_videos: the schedule runs the pipeline, which retrains only when the store changed."
+        ),
+    ] = "manual",
     config: ConfigOpt = None,
 ) -> None:
-    """Serve Prefect deployments that harvest new videos and retrain/export on a schedule (needs a Prefect API)."""
+    """Serve Prefect deployments over VIDEO_DIR until interrupted (runs against PREFECT_API_URL, or a temporary local API)."""
+    if retrain not in ("never", "manual", "on_new_videos"):
+        _fail(f"--retrain must be never, manual or on_new_videos, not {retrain!r}")
     from trackemb.flows.deploy import serve_folder
 
-    serve_folder(
-        str(video_dir),
-        str(out),
-        interval_s=None if cron else interval,
-        cron=cron,
-        config=str(config) if config else None,
-    )
+    try:
+        serve_folder(
+            str(video_dir),
+            str(out),
+            interval_s=None if cron else interval,
+            cron=cron,
+            retrain_policy=retrain,
+            config=str(config) if config else None,  # type: ignore[arg-type]
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def main() -> None:
