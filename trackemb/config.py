@@ -57,9 +57,12 @@ class MotionConfig(StageConfig):
         description="Smallest RANSAC reprojection threshold (working px) for the camera homography.",
     )
     cluster_radius_px: float = Field(
-        20.0, gt=0, description="Moving points closer than ~2x this (full-resolution px) join one region."
+        10.0, gt=0, description="Moving points closer than ~2x this (full-resolution px) join one region."
     )
     min_region_points: int = Field(5, ge=1, description="Fewest moving points that make a seed region.")
+    object_corners: int = Field(
+        80, ge=8, description="Corners sampled inside a seed box to find the object points a track follows."
+    )
     max_region_frac: float = Field(
         0.5, gt=0, le=1, description="Regions covering more of the frame area are not one object."
     )
@@ -73,6 +76,16 @@ class TrackConfig(StageConfig):
     )
     max_scale_change: float = Field(0.25, gt=0, description="Largest per-frame relative box scale change.")
     min_points: int = Field(8, ge=3, description="Fewest reliable points to keep following a box.")
+    grid_points: int = Field(10, ge=3, description="Median flow follows a grid of N x N points in the box.")
+    point_dev_px: float = Field(
+        1.5, gt=0, description="Object points may deviate this much (working px) from the median motion."
+    )
+    point_dev_frac: float = Field(
+        0.75, gt=0, description="Or this fraction of the object's own per-frame motion, whichever is larger."
+    )
+    min_inside_frac: float = Field(
+        0.6, gt=0, le=1, description="A track ends when less of its box area than this is inside the frame."
+    )
 
 
 class HarvestConfig(StageConfig):
@@ -90,6 +103,9 @@ class HarvestConfig(StageConfig):
         2.0, ge=0, description="Mean abs pixel change below which a positive pair is a near-duplicate."
     )
     max_tracks_per_video: int = Field(400, ge=1)
+    min_track_frac: float = Field(
+        0.5, ge=0, le=1, description="Tracks shorter than this fraction of track_len_frames are dropped."
+    )
     triplets_per_pair: int = Field(1, ge=0, description="Random other-video negatives harvested per pair.")
     seed: int = 0
 

@@ -1,1 +1,53 @@
-"""trackemb.tracking"""
+"""Video -> moving regions -> tracks -> patches and positive pairs (numpy + OpenCV only)."""
+
+from trackemb.tracking.decode import (
+    DecordReader,
+    FrameReader,
+    FrameStream,
+    OpenCVReader,
+    VideoInfo,
+    iter_frames,
+    open_video,
+    to_work_gray,
+    video_sha,
+)
+from trackemb.tracking.harvest import harvest_video
+from trackemb.tracking.motion import (
+    MotionResult,
+    WorkFrame,
+    find_moving_regions,
+    make_work_frame,
+    object_points,
+)
+from trackemb.tracking.tracker import (
+    TRACKERS,
+    MedianFlowTracker,
+    Tracker,
+    TrackStep,
+    build_tracker,
+    update_trackers,
+)
+
+__all__ = [
+    "TRACKERS",
+    "DecordReader",
+    "FrameReader",
+    "FrameStream",
+    "MedianFlowTracker",
+    "MotionResult",
+    "OpenCVReader",
+    "TrackStep",
+    "Tracker",
+    "VideoInfo",
+    "WorkFrame",
+    "build_tracker",
+    "find_moving_regions",
+    "harvest_video",
+    "iter_frames",
+    "make_work_frame",
+    "object_points",
+    "open_video",
+    "to_work_gray",
+    "update_trackers",
+    "video_sha",
+]

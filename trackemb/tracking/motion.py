@@ -85,6 +85,8 @@ class MotionResult:
         moving_frac: moving points / reliable points over the whole frame.
         boxes: seed boxes (working px), one per coherent moving region, largest first.
         points: (N, 2) reliable points in ``cur``; ``moving``: (N,) bool.
+        homography: (3, 3) camera motion ``prev -> cur`` (None when not estimated).
+        threshold: residual (working px) above which a point moves.
     """
 
     accepted: bool
@@ -93,12 +95,38 @@ class MotionResult:
     boxes: list[WorkBox]
     points: np.ndarray
     moving: np.ndarray
+    homography: np.ndarray | None = None
+    threshold: float = 0.0
 
 
-def _reject(reason: str, frac: float = 0.0, pts: np.ndarray | None = None, mov: np.ndarray | None = None) -> MotionResult:
+def _reject(
+    reason: str, frac: float = 0.0, pts: np.ndarray | None = None, mov: np.ndarray | None = None
+) -> MotionResult:
     pts = np.zeros((0, 2), np.float32) if pts is None else pts
     mov = np.zeros(len(pts), bool) if mov is None else mov
     return MotionResult(False, reason, frac, [], pts, mov)
+
+
+def _spread_corners(gray: np.ndarray, mask: np.ndarray, n: int, grid: tuple[int, int] = (8, 6)) -> np.ndarray:
+    """Up to ``n`` corners, (N, 2) float32, at most ``n / cells`` per grid cell.
+
+    The strongest corners of a frame often all lie on a few high-contrast objects; if they
+    dominate the sample, RANSAC fits the homography to an object's motion instead of the
+    camera's. Bucketing keeps the background represented wherever it has texture.
+    """
+    corners = cv2.goodFeaturesToTrack(gray, 4 * n, 0.01, 4, mask=mask, blockSize=5)
+    if corners is None:
+        return np.zeros((0, 2), np.float32)
+    pts = corners.reshape(-1, 2)  # strongest first
+    h, w = gray.shape
+    cell = (pts[:, 1] * grid[1] // h).astype(int) * grid[0] + (pts[:, 0] * grid[0] // w).astype(int)
+    order = np.argsort(cell, kind="stable")
+    sorted_cells = cell[order]
+    first = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank = np.empty(len(pts), int)
+    rank[order] = np.arange(len(pts)) - first
+    quota = max(1, -(-n // (grid[0] * grid[1])))
+    return np.ascontiguousarray(pts[rank < quota][:n], np.float32)
 
 
 def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> MotionResult:
@@ -107,10 +135,9 @@ def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> M
     margin = LK_WIN[0] // 2 + 2  # points at the border are where a pan uncovers new content
     mask = np.zeros_like(prev.gray)
     mask[margin : h - margin, margin : w - margin] = 255
-    corners = cv2.goodFeaturesToTrack(prev.gray, cfg.max_corners, 0.01, 4, mask=mask, blockSize=5)
-    if corners is None or len(corners) < 16:
+    p0 = _spread_corners(prev.gray, mask, cfg.max_corners)
+    if len(p0) < 16:
         return _reject("few_points")
-    p0 = corners.reshape(-1, 2)
     p1, fb = flow_fb(prev, cur, p0)
     inside = (p1[:, 0] >= 0) & (p1[:, 0] < w) & (p1[:, 1] >= 0) & (p1[:, 1] < h)
     good = (fb < cfg.fb_max_px) & inside
@@ -118,7 +145,10 @@ def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> M
     if len(p0) < 16:
         return _reject("few_points")
     thr = cfg.residual_px * cur.scale
-    homography, _ = cv2.findHomography(p0, p1, cv2.RANSAC, max(thr, cfg.ransac_min_px))
+    # USAC_ACCURATE (graph-cut RANSAC with local optimisation) rather than plain RANSAC: with
+    # a sub-pixel threshold plain RANSAC sometimes settles on a homography that is 0.5 px off
+    # in one corner of the frame, which then shows up as a "moving" background region.
+    homography, _ = cv2.findHomography(p0, p1, cv2.USAC_ACCURATE, max(thr, cfg.ransac_min_px))
     if homography is None:
         return _reject("no_homography", pts=p1)
     predicted = cv2.perspectiveTransform(p0.reshape(-1, 1, 2), homography).reshape(-1, 2)
@@ -135,10 +165,47 @@ def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> M
     boxes = _regions(p1, moving, (h, w), cfg, cur.scale)
     if not boxes:
         return _reject("no_region", frac, p1, moving)
-    return MotionResult(True, "", frac, boxes, p1, moving)
+    return MotionResult(True, "", frac, boxes, p1, moving, homography, thr)
 
 
-def _regions(pts: np.ndarray, moving: np.ndarray, shape: tuple[int, int], cfg: MotionConfig, scale: float) -> list[WorkBox]:
+def object_points(
+    prev: WorkFrame, cur: WorkFrame, box: WorkBox, motion: MotionResult, cfg: MotionConfig
+) -> np.ndarray:
+    """Dense corners in ``box`` of ``cur`` that move against the camera motion: (N, 2) float32.
+
+    The frame-wide corner set is sparse (a few points per small object); trackers that follow
+    persistent object points need more, so the box is re-sampled densely and each corner is
+    followed back to ``prev`` and kept only if its residual to the homography is moving.
+    """
+    if motion.homography is None:
+        return np.zeros((0, 2), np.float32)
+    h, w = cur.gray.shape
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(w, int(np.ceil(box[0] + box[2])) + 1), min(h, int(np.ceil(box[1] + box[3])) + 1)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return np.zeros((0, 2), np.float32)
+    corners = cv2.goodFeaturesToTrack(cur.gray[y0:y1, x0:x1], cfg.object_corners, 0.005, 2, blockSize=3)
+    if corners is None:
+        return np.zeros((0, 2), np.float32)
+    pts = np.ascontiguousarray(corners.reshape(-1, 2) + (x0, y0), np.float32)
+    back, fb = flow_fb(cur, prev, pts)
+    expected = cv2.perspectiveTransform(pts.reshape(-1, 1, 2), np.linalg.inv(motion.homography)).reshape(
+        -1, 2
+    )
+    residual = back - expected  # (N, 2): the point's own motion, camera motion removed
+    keep = (fb < cfg.fb_max_px) & (np.linalg.norm(residual, axis=1) > motion.threshold)
+    if keep.sum() >= 3:
+        # An object moves coherently; corners of static texture next to it get erratic residuals
+        # from the occluding edge inside their LK window and would pull the track onto them.
+        med = np.median(residual[keep], axis=0)
+        coherent = np.linalg.norm(residual - med, axis=1) <= max(1.0, 0.5 * float(np.hypot(*med)))
+        keep &= coherent
+    return np.ascontiguousarray(pts[keep], np.float32)
+
+
+def _regions(
+    pts: np.ndarray, moving: np.ndarray, shape: tuple[int, int], cfg: MotionConfig, scale: float
+) -> list[WorkBox]:
     h, w = shape
     mov_pts = pts[moving]
     if len(mov_pts) < cfg.min_region_points:
@@ -148,7 +215,10 @@ def _regions(pts: np.ndarray, moving: np.ndarray, shape: tuple[int, int], cfg: M
     for x, y in np.round(mov_pts).astype(int):
         cv2.circle(raster, (int(x), int(y)), radius, 255, -1)
     n, labels, _, _ = cv2.connectedComponentsWithStats(raster, connectivity=8)
-    lab = labels[np.clip(np.round(mov_pts[:, 1]).astype(int), 0, h - 1), np.clip(np.round(mov_pts[:, 0]).astype(int), 0, w - 1)]
+    lab = labels[
+        np.clip(np.round(mov_pts[:, 1]).astype(int), 0, h - 1),
+        np.clip(np.round(mov_pts[:, 0]).astype(int), 0, w - 1),
+    ]
     min_side = cfg.min_region_px * scale
     boxes: list[WorkBox] = []
     for comp in range(1, n):
@@ -157,8 +227,8 @@ def _regions(pts: np.ndarray, moving: np.ndarray, shape: tuple[int, int], cfg: M
             continue
         x0, y0 = members.min(axis=0)
         x1, y1 = members.max(axis=0)
-        pad = radius / 2
-        x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(w - 1, x1 + pad), min(h - 1, y1 + pad)
+        # Corners sit on texture just inside the object's outline; one px of slack covers LK noise.
+        x0, y0, x1, y1 = max(0, x0 - 1), max(0, y0 - 1), min(w - 1, x1 + 1), min(h - 1, y1 + 1)
         bw, bh = x1 - x0, y1 - y0
         if min(bw, bh) < min_side or bw * bh > cfg.max_region_frac * w * h:
             continue

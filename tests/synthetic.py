@@ -1,0 +1,151 @@
+"""Synthetic videos with known ground truth, written with cv2.VideoWriter.
+
+Textured objects (blurred noise under a checker pattern, distinct per object and per seed)
+move over a textured background that may pan. Ground truth is the box of every object in
+every frame, in frame pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+GtBox = tuple[float, float, float, float]  # (x, y, w, h)
+
+_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+@dataclass
+class GroundTruth:
+    """Per-frame boxes per object id; ``boxes[obj][t]`` is None when the object is off-screen."""
+
+    path: Path
+    n_frames: int
+    size: tuple[int, int]  # (width, height)
+    fps: float
+    boxes: dict[int, list[GtBox | None]] = field(default_factory=dict)
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, cell: int, sigma: float) -> np.ndarray:
+    """(h, w, 3) uint8: smooth colour noise plus a checker, so LK finds corners everywhere."""
+    noise = rng.random((h, w, 3)).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), sigma)
+    noise = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
+    yy, xx = np.mgrid[0:h, 0:w]
+    checker = (((yy // cell) + (xx // cell)) % 2).astype(np.float32)[..., None]
+    tint = rng.uniform(0.2, 1.0, size=3).astype(np.float32)
+    img = 0.6 * noise * tint + 0.4 * checker * tint[::-1]
+    return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def _writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    fourcc = _FOURCC.get(path.suffix.lower())
+    if fourcc is None:
+        raise ValueError(f"{path}: use .mp4 (mp4v) or .avi (MJPG)")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: cv2.VideoWriter cannot write {fourcc}")
+    return writer
+
+
+def write_synthetic_video(
+    path: str | Path,
+    *,
+    n_frames: int = 60,
+    size: tuple[int, int] = (320, 240),
+    n_objects: int = 1,
+    camera_pan: tuple[float, float] = (0.0, 0.0),
+    static: bool = False,
+    seed: int = 0,
+    fps: float = 15.0,
+    object_px: tuple[int, int] = (40, 64),
+    speed_px: tuple[float, float] = (1.5, 3.0),
+) -> GroundTruth:
+    """Write a video of textured rectangles moving over a (possibly panning) textured background.
+
+    Args:
+        path: output file, ``.mp4`` (mp4v) or ``.avi`` (MJPG).
+        n_frames: frames to write.
+        size: (width, height).
+        n_objects: independently moving objects; they start in separate horizontal bands.
+        camera_pan: background (and object) translation per frame in px, i.e. camera motion.
+        static: objects do not move (with ``camera_pan=(0, 0)`` the whole video is still).
+        seed: selects textures, start positions and velocities.
+        fps: frame rate written in the container.
+        object_px: range of object side lengths.
+        speed_px: range of object speeds (px per frame) relative to the background.
+
+    Returns:
+        GroundTruth with one box list per object id (0..n_objects-1).
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    pan = np.asarray(camera_pan, np.float64)
+    span = np.abs(pan) * n_frames
+    bg_w, bg_h = int(w + span[0] + 8), int(h + span[1] + 8)
+    background = _texture(rng, bg_h, bg_w, cell=int(rng.integers(12, 20)), sigma=1.2)
+    objects = []
+    band = h / max(n_objects, 1)
+    for k in range(n_objects):
+        ow, oh = (int(v) for v in rng.integers(object_px[0], object_px[1] + 1, size=2))
+        tex = _texture(rng, oh, ow, cell=int(rng.integers(5, 10)), sigma=0.8)
+        cv2.rectangle(tex, (0, 0), (ow - 1, oh - 1), (255, 255, 255), 2)
+        angle = rng.uniform(-0.25, 0.25) + (np.pi if rng.random() < 0.5 else 0.0)
+        speed = 0.0 if static else rng.uniform(*speed_px)
+        vel = speed * np.array([np.cos(angle), np.sin(angle)])
+        x0 = rng.uniform(0.25 * w, 0.75 * w - ow)
+        y0 = np.clip(band * k + (band - oh) / 2, 0, h - oh)
+        objects.append((tex, np.array([x0, y0]), vel))
+    gt = GroundTruth(path, n_frames, size, fps, {k: [] for k in range(n_objects)})
+    writer = _writer(path, fps, size)
+    try:
+        for t in range(n_frames):
+            # The camera moves by `pan`: the visible window slides over the background by +pan.
+            ox = 4 + (t * pan[0] if pan[0] >= 0 else span[0] + t * pan[0])
+            oy = 4 + (t * pan[1] if pan[1] >= 0 else span[1] + t * pan[1])
+            shift = np.float32([[1, 0, -ox], [0, 1, -oy]])
+            frame = cv2.warpAffine(background, shift, (w, h), flags=cv2.INTER_LINEAR)
+            for k, (tex, start, vel) in enumerate(objects):
+                oh, ow = tex.shape[:2]
+                x, y = start + vel * t
+                x, y = _bounce(x, w - ow), _bounce(y, h - oh)
+                ix, iy = int(round(x)), int(round(y))
+                frame[iy : iy + oh, ix : ix + ow] = tex
+                gt.boxes[k].append((float(ix), float(iy), float(ow), float(oh)))
+            writer.write(frame)
+    finally:
+        writer.release()
+    return gt
+
+
+def _bounce(v: float, hi: float) -> float:
+    """Reflect a coordinate into [0, hi] so objects bounce off the frame edges."""
+    period = 2 * hi
+    v = v % period
+    return v if v <= hi else period - v
+
+
+def write_pan_video(
+    path: str | Path, *, pan: tuple[float, float] = (2.0, 1.0), **kwargs: object
+) -> GroundTruth:
+    """A pure camera pan: the textured scene translates, nothing moves on its own."""
+    return write_synthetic_video(path, n_objects=0, camera_pan=pan, **kwargs)  # type: ignore[arg-type]
+
+
+def write_static_video(path: str | Path, **kwargs: object) -> GroundTruth:
+    """A still scene with textured (but motionless) objects and no camera motion."""
+    kwargs.setdefault("n_objects", 2)
+    return write_synthetic_video(path, static=True, camera_pan=(0.0, 0.0), **kwargs)  # type: ignore[arg-type]
+
+
+def iou(a: GtBox, b: GtBox) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
