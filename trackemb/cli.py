@@ -174,10 +174,9 @@ def harvest(
             "decode.backend": backend,
         },
     )
-    from trackemb.flows.harvest import HarvestFailedError, harvest_flow
-
-    flow_fn = harvest_flow
     from prefect.task_runners import ThreadPoolTaskRunner
+
+    from trackemb.flows.harvest import HarvestFailedError, harvest_flow
 
     runner: Any = ThreadPoolTaskRunner(max_workers=workers)
     if dask_address:
@@ -196,6 +195,11 @@ def harvest(
             lock_timeout_s=lock_timeout_s,
         )
     except HarvestFailedError as exc:
+        # Strict mode: everything good is stored; report it all, then exit 1.
+        if exc.summary:
+            _print_harvest(exc.summary)
+            if json_out:
+                json_out.write_text(json.dumps(exc.summary, indent=2))
         _fail(str(exc), code=1)
     except (TrackembError, FileNotFoundError) as exc:
         _fail(str(exc))

@@ -109,7 +109,11 @@ def _row(outcome: HarvestOutcome) -> dict[str, Any]:
 
 
 class HarvestFailedError(RuntimeError):
-    """Raised at the end of a ``strict`` harvest in which some videos failed."""
+    """Raised at the end of a ``strict`` harvest in which some videos failed; carries the run summary."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 @flow(name="trackemb-harvest", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
@@ -178,7 +182,7 @@ def harvest_flow(
     )
     if strict and summary["failed"]:
         raise HarvestFailedError(
-            f"{summary['failed']} of {len(paths)} videos failed (strict mode); see the error records"
+            f"{summary['failed']} of {len(paths)} videos failed (strict mode); see the error records", summary
         )
     return summary
 
