@@ -2,19 +2,30 @@
 
 Strength ``s`` in [0, 1] scales every knob together (crop scale range, flips, colour
 jitter, grayscale, erasing), so one number tells how hard a step's views were.
-Randomness comes from an explicit seed per batch, never from ambient global state,
-so a batch is the same whichever DataLoader worker builds it.
+All randomness comes from one ``torch.Generator`` seeded per batch, never from global
+state, so a batch is the same whichever DataLoader worker builds it.
+
+Crops use ``torchvision.transforms.v2.functional`` per image (patches may differ in
+size); the photometric part runs batched with per-image parameters, because torchvision's
+per-image ColorJitter (hue especially) costs ~4 ms per small patch on CPU.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from trackemb.config import TrainConfig
+
+# RGB -> YIQ; a hue shift is a rotation of the (I, Q) chroma plane.
+_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
+)
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
 def aug_strength(step: int, cfg: TrainConfig) -> float:
@@ -25,20 +36,41 @@ def aug_strength(step: int, cfg: TrainConfig) -> float:
     return lo + t * (cfg.aug_max_strength - lo)
 
 
-def make_transform(strength: float, out_px: int) -> v2.Compose:
-    """Per-image transform at ``strength``: uint8 (3, H, W) -> float (3, out_px, out_px) in [0, 1]."""
-    s = float(min(1.0, max(0.0, strength)))
-    squeeze = 1.0 - 0.25 * s
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(out_px, scale=(1.0 - 0.65 * s, 1.0), ratio=(squeeze, 1.0 / squeeze), antialias=True),
-            v2.RandomHorizontalFlip(p=0.5 * s),
-            v2.RandomApply([v2.ColorJitter(0.4 * s, 0.4 * s, 0.4 * s, 0.1 * s)], p=0.8),
-            v2.RandomGrayscale(p=0.2 * s),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.RandomErasing(p=0.5 * s, scale=(0.02, 0.02 + 0.18 * s), value=0.0),
-        ]
-    )
+def _crop_box(h: int, w: int, s: float, gen: torch.Generator) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box: area in [1 - 0.65 s, 1] of the image, aspect within 1 +- 0.25 s."""
+    log_squeeze = -math.log(1.0 - 0.25 * s)
+    for _ in range(10):
+        u = torch.rand(4, generator=gen).tolist()
+        area = h * w * (1.0 - 0.65 * s * u[0])
+        aspect = math.exp(log_squeeze * (2 * u[1] - 1))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(u[2] * (h - ch + 1)), int(u[3] * (w - cw + 1)), ch, cw
+    return 0, 0, h, w
+
+
+def _hue_matrices(angles: Tensor) -> Tensor:
+    """(B,) radians -> (B, 3, 3) RGB-space matrices rotating hue by each angle."""
+    cos, sin = torch.cos(angles.double()), torch.sin(angles.double())
+    rot = torch.zeros(len(angles), 3, 3, dtype=torch.float64)
+    rot[:, 0, 0] = 1.0
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    return (torch.linalg.inv(_YIQ) @ rot @ _YIQ).float()
+
+
+def _erase_masks(b: int, px: int, s: float, gen: torch.Generator) -> Tensor:
+    """(B, 1, px, px) bool: one random rectangle (2-20 % of the area at s = 1) in a share 0.5 s of images."""
+    u = torch.rand(b, 5, generator=gen)
+    area = 0.02 + 0.18 * s * u[:, 0]
+    aspect = torch.exp(math.log(3.3) * (2 * u[:, 1] - 1))
+    eh = (torch.sqrt(area * aspect) * px).clamp(1, px)
+    ew = (torch.sqrt(area / aspect) * px).clamp(1, px)
+    top, left = u[:, 2] * (px - eh), u[:, 3] * (px - ew)
+    ys = torch.arange(px).view(1, px, 1)
+    xs = torch.arange(px).view(1, 1, px)
+    inside = (ys >= top.view(-1, 1, 1)) & (ys < (top + eh).view(-1, 1, 1))
+    inside = inside & (xs >= left.view(-1, 1, 1)) & (xs < (left + ew).view(-1, 1, 1))
+    return (inside & (u[:, 4] < 0.5 * s).view(-1, 1, 1)).unsqueeze(1)
 
 
 def augment_batch(images: Tensor | Sequence[Tensor], strength: float, out_px: int, seed: int) -> Tensor:
@@ -53,14 +85,38 @@ def augment_batch(images: Tensor | Sequence[Tensor], strength: float, out_px: in
     Returns:
         (B, 3, out_px, out_px) float32 in [0, 1].
     """
-    transform = make_transform(strength, out_px)
-    # torchvision v2 draws from the global torch RNG; fork it so the caller's stream is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.stack([transform(img) for img in images])
+    s = float(min(1.0, max(0.0, strength)))
+    gen = torch.Generator().manual_seed(seed)
+    crops = []
+    for img in images:
+        top, left, ch, cw = _crop_box(img.shape[-2], img.shape[-1], s, gen)
+        crops.append(TF.resized_crop(img, top, left, ch, cw, [out_px, out_px], antialias=True))
+    x = torch.stack(crops).to(torch.float32).div_(255.0)
+    b = len(x)
+    if s == 0.0 or b == 0:
+        return x
+
+    flip = torch.rand(b, generator=gen) < 0.5 * s
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    jitter = torch.rand(b, generator=gen) < 0.8
+
+    def factor(spread: float) -> Tensor:  # per image, (B, 1, 1, 1), identity when not jittered
+        f = 1.0 + spread * (2 * torch.rand(b, generator=gen) - 1)
+        return torch.where(jitter, f, torch.ones_like(f)).view(b, 1, 1, 1)
+
+    x = x * factor(0.4 * s)  # brightness
+    mean = (x * _LUMA).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (x - mean) * factor(0.4 * s) + mean  # contrast
+    gray = (x * _LUMA).sum(1, keepdim=True)
+    x = (x - gray) * factor(0.4 * s) + gray  # saturation
+    angles = 2 * math.pi * 0.1 * s * (2 * torch.rand(b, generator=gen) - 1) * jitter
+    x = torch.einsum("bij,bjhw->bihw", _hue_matrices(angles), x).clamp_(0.0, 1.0)
+    to_gray = (torch.rand(b, generator=gen) < 0.2 * s).view(b, 1, 1, 1)
+    x = torch.where(to_gray, (x * _LUMA).sum(1, keepdim=True).expand_as(x), x)
+    return x.masked_fill(_erase_masks(b, out_px, s, gen), 0.0)
 
 
 def to_input(images: Tensor, out_px: int) -> Tensor:
     """Deterministic eval view. Args: images: (B, 3, H, W) uint8. Returns: (B, 3, out_px, out_px) float in [0, 1]."""
-    resized = v2.functional.resize(images, [out_px, out_px], antialias=True)
+    resized = TF.resize(images, [out_px, out_px], antialias=True)
     return resized.to(torch.float32).div_(255.0)

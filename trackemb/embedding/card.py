@@ -39,7 +39,9 @@ def known_architectures() -> tuple[str, ...]:
 class FileEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128, description="Plain file name in the export dir.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", max_length=128, description="Plain file name in the export dir."
+    )
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
 
@@ -48,7 +50,9 @@ class TrainingData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     videos: int | None = Field(None, ge=0, description="Videos the encoder was trained on (None: unknown).")
-    pairs: int | None = Field(None, ge=0, description="Positive pairs available for training (None: unknown).")
+    pairs: int | None = Field(
+        None, ge=0, description="Positive pairs available for training (None: unknown)."
+    )
 
 
 class ModelCard(BaseModel):
@@ -76,7 +80,9 @@ class ModelCard(BaseModel):
     @classmethod
     def _schema_known(cls, v: int) -> int:
         if v != CARD_SCHEMA:
-            raise ValueError(f"card_schema {v} is not supported (this trackemb reads {CARD_SCHEMA}); re-export")
+            raise ValueError(
+                f"card_schema {v} is not supported (this trackemb reads {CARD_SCHEMA}); re-export"
+            )
         return v
 
     @field_validator("architecture")
@@ -119,6 +125,21 @@ class ModelCard(BaseModel):
         raise KeyError(name)
 
 
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: tensors/arrays become lists, NaN/inf become None (strict parsers reject them)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks so large ONNX files do not load at once."""
     digest = hashlib.sha256()
@@ -143,7 +164,9 @@ def read_card(export_dir: str | Path) -> ModelCard:
     try:
         raw = path.read_text()
     except OSError as exc:
-        raise ModelCardError(f"{path}: cannot read model card ({exc}); is this a `trackemb export` directory?") from exc
+        raise ModelCardError(
+            f"{path}: cannot read model card ({exc}); is this a `trackemb export` directory?"
+        ) from exc
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -153,7 +176,9 @@ def read_card(export_dir: str | Path) -> ModelCard:
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<card>'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<card>'}: {e['msg']}" for e in exc.errors()
+        )
         raise ModelCardError(f"{path}: invalid model card: {problems}") from exc
 
 
@@ -177,3 +202,44 @@ def verify_file(export_dir: str | Path, card: ModelCard, name: str) -> Path:
             "the file or the card was changed after export"
         )
     return path
+
+
+def training_summary(ckpt: dict[str, Any], store_summary: dict[str, Any] | None) -> dict[str, Any]:
+    """Scalar counts of the training data (store stats carry per-video lists; the card stays small)."""
+    summary = store_summary
+    if summary is None:
+        summary = next(
+            (ckpt[k] for k in ("data_summary", "store_summary") if isinstance(ckpt.get(k), dict)), None
+        )
+    if summary is None:
+        return {"videos": None, "pairs": None, "source": "unknown (pass store_summary to export_encoder)"}
+    compact = {
+        k: v for k, v in json_safe(summary).items() if v is None or isinstance(v, int | float | str | bool)
+    }
+    config = ckpt.get("config") or {}
+    if isinstance(compact.get("videos_done"), int) and "val_frac" in config:
+        from trackemb.embedding.data import split_videos
+
+        held_out = split_videos(
+            compact["videos_done"], float(config["val_frac"]), int(config.get("seed", 0))
+        )[1]
+        compact["held_out_videos"] = len(held_out)
+    return compact
+
+
+def run_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's last metrics, overridden by ``metrics.json``, plus ``evaluation.json`` if present."""
+    metrics: dict[str, Any] = dict(ckpt["metrics"]) if isinstance(ckpt.get("metrics"), dict) else {}
+    for name, key in (("metrics.json", None), ("evaluation.json", "evaluation")):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelCardError(f"{path}: not valid JSON ({exc})") from exc
+        if key is None and isinstance(data, dict):
+            metrics.update(data)
+        elif key is not None:
+            metrics[key] = data.get("methods", data) if isinstance(data, dict) else data
+    return json_safe(metrics)

@@ -56,27 +56,38 @@ class ClusterResult:
         }
 
 
-def kmeans(emb: np.ndarray, k: int, *, seed: int, iters: int = 50) -> tuple[np.ndarray, np.ndarray, str]:
+def kmeans(
+    emb: np.ndarray, k: int, *, seed: int, iters: int = 50, restarts: int = 3
+) -> tuple[np.ndarray, np.ndarray, str]:
     """k-means with faiss, falling back to scikit-learn when faiss is not installed.
 
     Args:
         emb: (N, D) float embeddings.
         k: clusters, 1 <= k <= N.
+        restarts: independent k-means++ seedings; the lowest objective wins.
 
     Returns:
         ``(labels (N,) int64, centroids (k, D) float32, backend name)``.
     """
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
     x = np.ascontiguousarray(emb, dtype=np.float32)
     try:
         import faiss
     except ImportError:
-        from sklearn.cluster import KMeans
-
-        km = KMeans(n_clusters=k, n_init=3, max_iter=iters, random_state=seed).fit(x)
+        km = KMeans(n_clusters=k, n_init=restarts, max_iter=iters, random_state=seed).fit(x)
         return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32), "sklearn"
-    # min_points_per_centroid=1: small stores are normal here, and faiss would warn on stderr.
-    km = faiss.Kmeans(x.shape[1], k, niter=iters, nredo=3, seed=seed, min_points_per_centroid=1, verbose=False)
-    km.train(x)
+    best: tuple[float, Any] | None = None
+    for r in range(restarts):
+        # faiss seeds centroids uniformly at random, which often merges two true clusters;
+        # k-means++ seeding (as scikit-learn does) avoids most of those local optima.
+        init, _ = kmeans_plusplus(x, k, random_state=seed + r)
+        # min_points_per_centroid=1: small stores are normal here, and faiss would warn on stderr.
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed + r, min_points_per_centroid=1, verbose=False)
+        obj = float(km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32)))
+        if best is None or obj < best[0]:
+            best = (obj, km)
+    km = best[1]
     _, assign = km.index.search(x, 1)
     return assign[:, 0].astype(np.int64), np.asarray(km.centroids, dtype=np.float32), "faiss"
 
@@ -88,7 +99,9 @@ def _silhouette(emb: np.ndarray, labels: np.ndarray, sample: int, seed: int) -> 
     if n_labels < 2 or n_labels >= len(labels):
         return None
     size = min(sample, len(labels))
-    return float(silhouette_score(emb, labels, sample_size=size if size < len(labels) else None, random_state=seed))
+    return float(
+        silhouette_score(emb, labels, sample_size=size if size < len(labels) else None, random_state=seed)
+    )
 
 
 def choose_k(emb: np.ndarray, cfg: ExportConfig) -> tuple[int, dict[int, float]]:
@@ -100,7 +113,9 @@ def choose_k(emb: np.ndarray, cfg: ExportConfig) -> tuple[int, dict[int, float]]
     n = len(emb)
     hi = min(cfg.k_max, n - 1)
     if hi < cfg.k_min:
-        raise ClusterError(f"{n} embeddings are too few to choose k in {cfg.k_min}..{cfg.k_max}; pass k explicitly")
+        raise ClusterError(
+            f"{n} embeddings are too few to choose k in {cfg.k_min}..{cfg.k_max}; pass k explicitly"
+        )
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(n, size=min(cfg.silhouette_sample, n), replace=False))
     scores: dict[int, float] = {}
@@ -117,7 +132,13 @@ def choose_k(emb: np.ndarray, cfg: ExportConfig) -> tuple[int, dict[int, float]]
 
 
 def _write_montages(
-    out_dir: Path, reader: Any, keys: list[str], emb: np.ndarray, labels: np.ndarray, centroids: np.ndarray, cfg: ExportConfig
+    out_dir: Path,
+    reader: Any,
+    keys: list[str],
+    emb: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    cfg: ExportConfig,
 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("cluster_*.png"):
@@ -135,7 +156,12 @@ def _write_montages(
 
 
 def _write_projector(
-    out_dir: Path, reader: Any, rows: list[dict[str, str]], emb: np.ndarray, labels: np.ndarray, cfg: ExportConfig
+    out_dir: Path,
+    reader: Any,
+    rows: list[dict[str, str]],
+    emb: np.ndarray,
+    labels: np.ndarray,
+    cfg: ExportConfig,
 ) -> Path:
     import torch
     from torch.utils.tensorboard import SummaryWriter
@@ -149,7 +175,11 @@ def _write_projector(
     thumb_px = int(max(8, min(48, 8192 // int(np.ceil(np.sqrt(len(idx)))))))
     thumbs = torch.cat(
         [
-            decode_patches([reader.get_jpeg(rows[i]["patch_id"]) for i in idx[s : s + 256]], thumb_px, torch.device("cpu"))
+            decode_patches(
+                [reader.get_jpeg(rows[i]["patch_id"]) for i in idx[s : s + 256]],
+                thumb_px,
+                torch.device("cpu"),
+            )
             for s in range(0, len(idx), 256)
         ]
     )
@@ -165,7 +195,9 @@ def _write_projector(
     return out_dir
 
 
-def cluster_embeddings(export_dir: str | Path, cfg: ExportConfig, *, store_path: str | Path | None = None) -> ClusterResult:
+def cluster_embeddings(
+    export_dir: str | Path, cfg: ExportConfig, *, store_path: str | Path | None = None
+) -> ClusterResult:
     """Cluster the embeddings of an export directory and write the cluster outputs.
 
     Args:
@@ -189,7 +221,9 @@ def cluster_embeddings(export_dir: str | Path, cfg: ExportConfig, *, store_path:
     emb = np.load(emb_path, allow_pickle=False).astype(np.float32, copy=False)
     rows = read_patches_csv(csv_path)
     if emb.ndim != 2 or len(emb) != len(rows):
-        raise ClusterError(f"{emb_path}: shape {emb.shape} does not match {len(rows)} rows of {csv_path}; re-run embed")
+        raise ClusterError(
+            f"{emb_path}: shape {emb.shape} does not match {len(rows)} rows of {csv_path}; re-run embed"
+        )
     if len(emb) < 2:
         raise ClusterError(f"{emb_path}: {len(emb)} embeddings; at least 2 are needed to cluster")
     if store_path is None:
@@ -215,10 +249,10 @@ def cluster_embeddings(export_dir: str | Path, cfg: ExportConfig, *, store_path:
         row["cluster"] = int(label)
     write_patches_csv(csv_path, rows)
 
-    reader = open_reader(store_path)
     keys = [r["patch_id"] for r in rows]
-    montages = _write_montages(export_dir / "cluster_montages", reader, keys, emb, labels, centroids, cfg)
-    projector = _write_projector(export_dir / "projector", reader, rows, emb, labels, cfg)
+    with open_reader(store_path) as reader:
+        montages = _write_montages(export_dir / "cluster_montages", reader, keys, emb, labels, centroids, cfg)
+        projector = _write_projector(export_dir / "projector", reader, rows, emb, labels, cfg)
 
     summary = {
         "k": k,

@@ -51,7 +51,14 @@ def decode_patches(jpegs: Sequence[bytes], size_px: int, device: torch.device) -
         (B, 3, size_px, size_px) float32 RGB in [0, 1].
     """
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
-    images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    try:
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as exc:
+        if device.type == "cpu":
+            raise
+        # Builds without nvjpeg cannot decode on the GPU; the CPU decoder gives the same pixels.
+        log.warning("GPU JPEG decoding failed (%s); decoding on the CPU", exc)
+        images = [img.to(device) for img in decode_jpeg(data, mode=ImageReadMode.RGB)]
     # The same deterministic view training validates on, so exported embeddings match it.
     if len({tuple(img.shape) for img in images}) == 1:
         return to_input(torch.stack(images), size_px)
@@ -173,13 +180,19 @@ def embed_store(
     card = read_card(export_dir)
     dev = resolve_device(device)
     model: nn.Module = load_encoder(export_dir).eval().to(dev)
-    reader = open_reader(store_path)
-    rows = patch_rows(reader)
-    keys = [r["patch_id"] for r in rows]
-    log.info("embedding %d patches from %s on %s", len(keys), store_path, dev)
-    emb = embed_keys(
-        model, reader, keys, input_px=card.input_size[0], batch_size=batch_size, device=dev, progress=progress
-    )
+    with open_reader(store_path) as reader:
+        rows = patch_rows(reader)
+        keys = [r["patch_id"] for r in rows]
+        log.info("embedding %d patches from %s on %s", len(keys), store_path, dev)
+        emb = embed_keys(
+            model,
+            reader,
+            keys,
+            input_px=card.input_size[0],
+            batch_size=batch_size,
+            device=dev,
+            progress=progress,
+        )
     if len(keys) == 0:
         emb = np.zeros((0, card.embedding_dim), dtype=np.float32)
     _save_npy(export_dir / "embeddings.npy", emb)

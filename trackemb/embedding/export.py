@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,18 @@ from torch import nn
 
 import trackemb
 from trackemb.config import ExportConfig
-from trackemb.embedding.card import CARD_NAME, ModelCard, ModelCardError, file_entry, read_card, verify_file
-from trackemb.errors import TrackembError
+from trackemb.embedding.card import (
+    CARD_NAME,
+    ModelCard,
+    ModelCardError,
+    file_entry,
+    read_card,
+    run_metrics,
+    training_summary,
+    verify_file,
+)
+from trackemb.embedding.model import encoder_from_args
+from trackemb.errors import TrackembError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -37,41 +48,35 @@ class ExportError(TrackembError):
     """A run cannot be exported, or an exported file does not reproduce the model."""
 
 
-def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """Load ``run_dir/ckpt.pt`` without unpickling arbitrary objects.
+def load_run_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """Load ``run_dir/ckpt.pt`` with ``weights_only=True`` and check it describes an encoder.
 
     Raises:
-        ExportError: missing file, a checkpoint that needs pickle, or missing keys.
+        ExportError: missing file, a checkpoint that needs pickle or has another schema, or
+            missing keys.
     """
+    from trackemb.embedding.checkpoint import load_checkpoint
+
     path = Path(run_dir) / "ckpt.pt"
     if not path.is_file():
         raise ExportError(f"{path}: no checkpoint; train first (`trackemb train`) or pass the run directory")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError or RuntimeError depending on the cause
-        raise ExportError(f"{path}: cannot load with weights_only=True ({exc})") from exc
+        ckpt = load_checkpoint(path)
+    except TrainingError as exc:
+        raise ExportError(str(exc)) from exc
     missing = [k for k in ("model", "model_args") if k not in ckpt]
     if missing:
         raise ExportError(f"{path}: checkpoint lacks {missing}; was it written by trackemb train?")
-    if ckpt.get("schema", 1) != 1:
-        raise ExportError(f"{path}: checkpoint schema {ckpt.get('schema')} is not supported (expected 1)")
     args = ckpt["model_args"]
     if not isinstance(args, dict) or any(k not in args for k in _MODEL_ARG_KEYS):
         raise ExportError(f"{path}: model_args must hold {_MODEL_ARG_KEYS}, got {args!r}")
     return ckpt
 
 
-def build_from_args(model_args: dict[str, Any]) -> nn.Module:
-    """A fresh encoder with the architecture described by ``model_args`` (random weights)."""
-    from trackemb.embedding.model import encoder_from_args
-
-    return encoder_from_args(model_args)
-
-
 def encoder_from_checkpoint(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained encoder of a run (CPU, eval mode) and return it with its checkpoint."""
-    ckpt = load_checkpoint(run_dir)
-    model = build_from_args(ckpt["model_args"])
+    ckpt = load_run_checkpoint(run_dir)
+    model = encoder_from_args(ckpt["model_args"])
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:
@@ -110,13 +115,30 @@ def _write_torchscript(model: nn.Module, path: Path, input_px: int) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 @torch.no_grad()
 def _write_onnx(model: nn.Module, path: Path, input_px: int) -> None:
     tmp = _atomic_path(path)
     example = torch.rand(2, 3, input_px, input_px)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    # The exporter reports progress on stdout; library code must stay quiet.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    # The exporter reports progress on stdout and its optimiser logs every pass at INFO.
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+        _quiet("onnxscript", "onnx_ir"),
+    ):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
@@ -142,34 +164,12 @@ def _write_onnx(model: nn.Module, path: Path, input_px: int) -> None:
     os.replace(tmp, path)
 
 
-def _training_summary(ckpt: dict[str, Any], store_summary: dict[str, Any] | None) -> dict[str, Any]:
-    summary = store_summary
-    if summary is None:
-        summary = next((ckpt[k] for k in ("data_summary", "store_summary") if isinstance(ckpt.get(k), dict)), None)
-    if summary is None:
-        return {"videos": None, "pairs": None, "source": "unknown (pass store_summary to export_encoder)"}
-    return json.loads(json.dumps(summary, default=str))
-
-
-def _run_metrics(run_dir: Path) -> dict[str, Any]:
-    metrics: dict[str, Any] = {}
-    for name, key in (("metrics.json", None), ("evaluation.json", "evaluation")):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{path}: not valid JSON ({exc})") from exc
-        if key is None and isinstance(data, dict):
-            metrics.update(data)
-        elif key is not None:
-            metrics[key] = data.get("methods", data) if isinstance(data, dict) else data
-    return metrics
-
-
 def export_encoder(
-    run_dir: str | Path, out_dir: str | Path, cfg: ExportConfig, *, store_summary: dict[str, Any] | None = None
+    run_dir: str | Path,
+    out_dir: str | Path,
+    cfg: ExportConfig,
+    *,
+    store_summary: dict[str, Any] | None = None,
 ) -> Path:
     """Export the encoder of a training run.
 
@@ -193,7 +193,9 @@ def export_encoder(
 
     weights = out_dir / "encoder.safetensors"
     tmp = _atomic_path(weights)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), {"format": "pt"})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), {"format": "pt"}
+    )
     os.replace(tmp, weights)
     written = [weights]
 
@@ -214,8 +216,8 @@ def export_encoder(
         input_size=(input_px, input_px),
         mean=tuple(float(x) for x in args.get("mean", (0.0, 0.0, 0.0))),
         std=tuple(float(x) for x in args.get("std", (1.0, 1.0, 1.0))),
-        training_data=_training_summary(ckpt, store_summary),
-        metrics=_run_metrics(run_dir),
+        training_data=training_summary(ckpt, store_summary),
+        metrics=run_metrics(run_dir, ckpt),
         trackemb_version=trackemb.__version__,
         config=config,
         export_config=cfg.model_dump(mode="json"),
@@ -251,17 +253,23 @@ def load_encoder(path: str | Path) -> nn.Module:
         export_dir = export_dir.parent
     card = read_card(export_dir)
     weights_path = verify_file(export_dir, card, "encoder.safetensors")
-    model = build_from_args(
+    model = encoder_from_args(
         {"arch": card.architecture, "embed_dim": card.embedding_dim, "input_px": card.input_size[0]}
     )
     try:
         model.load_state_dict(load_file(str(weights_path)), strict=True)
     except RuntimeError as exc:
-        raise ModelCardError(f"{weights_path}: weights do not fit {card.architecture} as described: {exc}") from exc
+        raise ModelCardError(
+            f"{weights_path}: weights do not fit {card.architecture} as described: {exc}"
+        ) from exc
     rebuilt = getattr(model, "model_args", None)
     if callable(rebuilt):
         got = rebuilt()
         for key in ("mean", "std"):
-            if key in got and not torch.allclose(torch.tensor(got[key]).flatten(), torch.tensor(getattr(card, key))):
-                raise ModelCardError(f"{export_dir / CARD_NAME}: {key} {list(getattr(card, key))} != weights' {got[key]}")
+            if key in got and not torch.allclose(
+                torch.tensor(got[key]).flatten(), torch.tensor(getattr(card, key))
+            ):
+                raise ModelCardError(
+                    f"{export_dir / CARD_NAME}: {key} {list(getattr(card, key))} != weights' {got[key]}"
+                )
     return model.train()

@@ -68,13 +68,3 @@ def triplet_stats(emb: Tensor, triplets: tuple[Tensor, Tensor, Tensor], margin: 
         "pos_dist": float(d_ap.mean()),
         "neg_dist": float(d_an.mean()),
     }
-
-
-def triplet_losses(emb: Tensor, triplets: tuple[Tensor, Tensor, Tensor], margin: float) -> Tensor:
-    """Per-triplet hinge values ``max(0, D(a,p) - D(a,n) + m)``, detached: (T,) float.
-
-    Used to pick the hardest triplets for the TensorBoard image grid.
-    """
-    a, p, n = triplets
-    e = emb.detach().float()
-    return ((e[a] * e[n]).sum(1) - (e[a] * e[p]).sum(1) + margin).clamp_min(0.0)

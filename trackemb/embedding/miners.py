@@ -67,7 +67,15 @@ def _mine_random(a: Tensor, p: Tensor, neg_ok: Tensor, k: int, gen: torch.Genera
 
 
 def _mine_wang_gupta(
-    dist: Tensor, a: Tensor, p: Tensor, neg_ok: Tensor, *, k: int, top_k: int, violators: int, margin: float,
+    dist: Tensor,
+    a: Tensor,
+    p: Tensor,
+    neg_ok: Tensor,
+    *,
+    k: int,
+    top_k: int,
+    violators: int,
+    margin: float,
     gen: torch.Generator,
 ) -> Triplets:
     """Per (anchor, positive): ``k`` random picks among the ``top_k`` hardest negatives plus
@@ -139,7 +147,9 @@ def mine_triplets(
     assert dist.ndim == 2 and dist.shape[0] == dist.shape[1] == len(track_ids) == len(video_ids)
     dist = dist.detach()
     neg_ok = video_ids[:, None] != video_ids[None, :]
-    if strategy == "random" and harvested is not None:
+    if len(track_ids) == 0:
+        out = _empty(dist.device)
+    elif strategy == "random" and harvested is not None:
         out = harvested
     elif strategy == "batch_hard":
         out = _mine_batch_hard(dist, track_ids, neg_ok)
@@ -163,7 +173,12 @@ def strategy_at(step: int, cfg: MineConfig) -> str:
 
 
 def mine_at_step(
-    dist: Tensor, track_ids: Tensor, video_ids: Tensor, step: int, cfg: MineConfig, gen: torch.Generator,
+    dist: Tensor,
+    track_ids: Tensor,
+    video_ids: Tensor,
+    step: int,
+    cfg: MineConfig,
+    gen: torch.Generator,
     harvested: Triplets | None = None,
 ) -> tuple[Triplets, str]:
     """:func:`mine_triplets` with the curriculum's strategy and the config's parameters.
@@ -174,7 +189,15 @@ def mine_at_step(
     strategy = strategy_at(step, cfg)
     k = cfg.random_negatives if strategy == "random" else cfg.k_hard
     triplets = mine_triplets(
-        dist, track_ids, video_ids, strategy=strategy, k=k, gen=gen, margin=cfg.margin, top_k=cfg.top_k,
-        random_violators=cfg.random_violators, harvested=harvested,
+        dist,
+        track_ids,
+        video_ids,
+        strategy=strategy,
+        k=k,
+        gen=gen,
+        margin=cfg.margin,
+        top_k=cfg.top_k,
+        random_violators=cfg.random_violators,
+        harvested=harvested,
     )
     return triplets, strategy

@@ -78,7 +78,11 @@ def _smallcnn() -> tuple[nn.Module, int]:
     layers: list[nn.Module] = []
     channels = [3, 16, 32, 64, 128]
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return nn.Sequential(*layers), channels[-1]
 
@@ -94,7 +98,9 @@ class Encoder(nn.Module):
         input_px: side of the square input the encoder was trained at.
     """
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, *, arch: str, embed_dim: int, input_px: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, feat_dim: int, *, arch: str, embed_dim: int, input_px: int
+    ) -> None:
         super().__init__()
         self.arch = arch
         self.embed_dim = embed_dim

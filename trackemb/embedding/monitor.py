@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +28,9 @@ class MetricsWriter(Protocol):
     def images(self, tag: str, images: Tensor, step: int, nrow: int = 8) -> None:
         """images: (N, 3, H, W) float in [0, 1], shown as one grid with ``nrow`` per row."""
 
-    def embedding(self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str) -> None:
+    def embedding(
+        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+    ) -> None:
         """emb: (N, D); thumbnails: (N, 3, h, w) float in [0, 1] or None."""
 
     def text(self, tag: str, text: str, step: int) -> None: ...
@@ -54,8 +57,12 @@ class TensorBoardWriter:
         if len(images):
             self._tb.add_image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, padding=2), step)
 
-    def embedding(self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str) -> None:
-        self._tb.add_embedding(emb.detach().float().cpu(), metadata=metadata, label_img=thumbnails, global_step=step, tag=tag)
+    def embedding(
+        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+    ) -> None:
+        self._tb.add_embedding(
+            emb.detach().float().cpu(), metadata=metadata, label_img=thumbnails, global_step=step, tag=tag
+        )
 
     def text(self, tag: str, text: str, step: int) -> None:
         self._tb.add_text(tag, text, step)
@@ -79,7 +86,9 @@ class ListWriter:
     def images(self, tag: str, images: Tensor, step: int, nrow: int = 8) -> None:
         self.records.append(("images", tag, step, images.detach().cpu()))
 
-    def embedding(self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str) -> None:
+    def embedding(
+        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+    ) -> None:
         self.records.append(("embedding", tag, step, (emb.detach().cpu(), metadata)))
 
     def text(self, tag: str, text: str, step: int) -> None:
@@ -108,7 +117,9 @@ class NullWriter:
     def images(self, tag: str, images: Tensor, step: int, nrow: int = 8) -> None:
         pass
 
-    def embedding(self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str) -> None:
+    def embedding(
+        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+    ) -> None:
         pass
 
     def text(self, tag: str, text: str, step: int) -> None:
@@ -172,7 +183,12 @@ class CollapseDetector:
                 "EMBEDDING COLLAPSE at step %d: loss %.4f pinned at margin %.3f and emb_std %.4f < %.3f for %d "
                 "steps; every patch maps to the same point. Lower the lr, delay hard mining (mine.hard_from_step) "
                 "or check that batches hold several videos.",
-                step, loss, self.margin, emb_std, self.spread_min, self._recent.maxlen,
+                step,
+                loss,
+                self.margin,
+                emb_std,
+                self.spread_min,
+                self._recent.maxlen,
             )
         elif self.collapsed and not pinned:
             log.warning("embedding spread recovered at step %d (emb_std %.4f)", step, emb_std)
@@ -184,3 +200,54 @@ def thumbnails(images: Tensor, px: int = 32) -> Tensor:
     """Small copies for the projector sprite. Args: images: (N, 3, H, W) float. Returns: (N, 3, px, px)."""
     return torch.nn.functional.interpolate(images.float(), size=(px, px), mode="bilinear", antialias=True)
 
+
+@torch.no_grad()
+def embed_loader(
+    model: torch.nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    keep_thumbnails: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Embed every patch a loader yields, in eval mode (restored afterwards).
+
+    Returns:
+        emb: (M, D) float32 on CPU, L2-normalised; thumbs: (min(M, keep_thumbnails), 3, 32, 32).
+    """
+    was_training = model.training
+    model.eval()
+    embs, thumbs, kept = [], [], 0
+    for images, _ in loader:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            embs.append(model(images.to(device, non_blocking=True)).float().cpu())
+        if kept < keep_thumbnails:
+            thumbs.append(thumbnails(images[: keep_thumbnails - kept]))
+            kept += len(thumbs[-1])
+    model.train(was_training)
+    emb = torch.cat(embs) if embs else torch.zeros(0, 0)
+    return emb, torch.cat(thumbs) if thumbs else torch.zeros(0, 3, 32, 32)
+
+
+def log_triplet_views(
+    writer: MetricsWriter,
+    images: Tensor,
+    emb: Tensor,
+    triplets: tuple[Tensor, Tensor, Tensor],
+    margin: float,
+    step: int,
+    n_show: int = 8,
+) -> None:
+    """Distance histograms of the mined triplets and a grid of the hardest ones (rows: a, p, n).
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1], the batch as the encoder saw it.
+        emb: (N, D) L2-normalised embeddings of ``images``.
+    """
+    a, p, n = triplets
+    e = emb.detach().float()
+    d_ap, d_an = 1.0 - (e[a] * e[p]).sum(1), 1.0 - (e[a] * e[n]).sum(1)
+    writer.histogram("train/pos_dist_hist", d_ap, step)
+    writer.histogram("train/neg_dist_hist", d_an, step)
+    worst = (d_ap - d_an + margin).argsort(descending=True)[:n_show]
+    grid = torch.stack([images[a[worst]], images[p[worst]], images[n[worst]]], 1).flatten(0, 1)
+    writer.images("train/hardest_triplets", grid.detach().float().clamp(0, 1), step, nrow=3)

@@ -1,0 +1,167 @@
+"""Batch sampler, video split, curriculum augmentation and the store-backed datasets."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from trackemb.config import TrainConfig
+from trackemb.embedding.augment import aug_strength, augment_batch, to_input
+from trackemb.embedding.data import (
+    PairBatchDataset,
+    PairBatchSampler,
+    PatchDataset,
+    load_index,
+    split_videos,
+)
+
+
+def _pairs(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    video = np.repeat(np.arange(len(sizes)), sizes)
+    pairs = np.stack([np.arange(len(video)) * 2, np.arange(len(video)) * 2 + 1], 1)
+    return pairs, video
+
+
+def _sampler(sizes: list[int], **kw) -> PairBatchSampler:
+    pairs, video = _pairs(sizes)
+    return PairBatchSampler(pairs, video, **({"batch_pairs": 8, "min_videos": 2, "seed": 0} | kw))
+
+
+def _pair_ids(spec) -> list[int]:
+    b = len(spec.rows) // spec.groups
+    return (spec.rows[:b] // 2).tolist()
+
+
+def test_sampler_epoch_covers_every_pair_once_and_mixes_videos():
+    sampler = _sampler([8] * 6)
+    seen: list[int] = []
+    for step in range(6):  # 48 pairs / 8 per batch
+        spec = sampler.batch_at(step)
+        assert spec.groups == 2 and len(spec.rows) == 16
+        assert np.array_equal(spec.rows[:8] + 1, spec.rows[8:])  # (anchors, positives) blocks
+        seen += _pair_ids(spec)
+        assert len(np.unique(np.repeat(np.arange(6), 8)[_pair_ids(spec)])) >= 4
+    assert sorted(seen) == list(range(48))
+    assert _pair_ids(sampler.batch_at(6)) != _pair_ids(sampler.batch_at(0))  # next epoch reshuffles
+
+
+@pytest.mark.parametrize(
+    ("sizes", "batch_pairs", "min_videos"), [([200, 3, 2], 4, 3), ([60, 50, 1, 1, 1], 4, 4)]
+)
+def test_sampler_enforces_min_videos_with_dominant_videos(sizes, batch_pairs, min_videos):
+    _, video = _pairs(sizes)
+    sampler = _sampler(sizes, batch_pairs=batch_pairs, min_videos=min_videos)
+    for step in range(60):
+        assert len(np.unique(video[_pair_ids(sampler.batch_at(step))])) >= min_videos
+
+
+def test_sampler_is_deterministic_and_resumes_exactly():
+    a, b = _sampler([5, 7, 9], seed=3), _sampler([5, 7, 9], seed=3)
+    straight = [s.rows for _, s in zip(range(12), iter(a), strict=False)]
+    state = a.state_dict(7)
+    b.load_state_dict(state)
+    resumed = [s.rows for _, s in zip(range(5), iter(b), strict=False)]
+    assert all(np.array_equal(x, y) for x, y in zip(straight[7:], resumed, strict=True))
+    assert not np.array_equal(_sampler([5, 7, 9], seed=4).batch_at(0).rows, straight[0])
+    with pytest.raises(ValueError, match="batch_pairs"):
+        _sampler([5, 7, 9], seed=3, batch_pairs=4).load_state_dict(state)
+
+
+def test_sampler_shards_by_rank_without_overlap():
+    ranks = [_sampler([8] * 6, rank=r, world_size=2) for r in (0, 1)]
+    seen = [p for step in range(3) for s in ranks for p in _pair_ids(s.batch_at(step))]
+    assert sorted(seen) == list(range(48))
+
+
+def test_sampler_uses_harvested_triplets_before_the_switch():
+    pairs, video = _pairs([6, 6])
+    triplets = np.array([[0, 1, 20], [2, 3, 22], [14, 15, 4]])
+    sampler = PairBatchSampler(
+        pairs, video, batch_pairs=3, min_videos=2, seed=0, triplets=triplets, triplets_until_step=2
+    )
+    spec = sampler.batch_at(1)
+    assert spec.groups == 3
+    assert {tuple(t) for t in spec.rows.reshape(3, 3).T.tolist()} == {tuple(t) for t in triplets.tolist()}
+    assert sampler.batch_at(2).groups == 2
+
+
+def test_split_videos_is_deterministic_disjoint_and_keeps_two_for_training():
+    train, val = split_videos(10, 0.2, seed=1)
+    assert len(val) == 2 and len(train) == 8 and not set(train) & set(val)
+    assert np.array_equal(split_videos(10, 0.2, seed=1)[1], val)
+    assert len(split_videos(3, 0.9, seed=0)[0]) == 2
+    assert len(split_videos(2, 0.2, seed=0)[1]) == 0
+
+
+def test_augmentation_strength_follows_the_curriculum():
+    cfg = TrainConfig(steps=100, aug_min_strength=0.1, aug_max_strength=0.9, aug_ramp_frac=0.5)
+    values = [aug_strength(s, cfg) for s in (0, 25, 50, 99)]
+    assert values[0] == pytest.approx(0.1) and values[2] == values[3] == pytest.approx(0.9)
+    assert values[0] < values[1] < values[2]
+
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(16, 3, 40, 40, generator=gen) * 255).to(torch.uint8)
+    plain = to_input(images, 32)
+    assert torch.allclose(augment_batch(images, 0.0, 32, seed=1), plain, atol=1e-6)
+    weak, strong = augment_batch(images, 0.2, 32, seed=1), augment_batch(images, 1.0, 32, seed=1)
+    assert strong.shape == (16, 3, 32, 32) and 0.0 <= float(strong.min()) and float(strong.max()) <= 1.0
+    assert torch.equal(strong, augment_batch(images, 1.0, 32, seed=1))
+    assert not torch.equal(strong, augment_batch(images, 1.0, 32, seed=2))
+    assert float((strong - plain).abs().mean()) > float((weak - plain).abs().mean())
+
+
+# ---------------------------------------------------------------- store-backed
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from synth_store import build_synthetic_store
+
+    return build_synthetic_store(tmp_path_factory.mktemp("store") / "patches", n_videos=4, tracks_per_video=3)
+
+
+def test_index_labels_pairs_by_track_and_video(store):
+    index = load_index(store)
+    assert len(index.video_shas) == 4 and len(index.keys) == 4 * 3 * 4
+    assert len(np.unique(index.track)) == 12 and index.keys.dtype.kind == "S"
+    assert (index.track[index.pairs[:, 0]] == index.track[index.pairs[:, 1]]).all()
+    assert len(index.pairs) == 12 * 3 and len(index.triplets) == len(index.pairs)
+    a, n = index.video[index.triplets[:, 0]], index.video[index.triplets[:, 2]]
+    assert (a != n).all()
+
+
+def test_batches_are_identical_with_and_without_workers(store):
+    index = load_index(store)
+    cfg = TrainConfig(input_px=32, batch_pairs=4, steps=10)
+    sampler = PairBatchSampler(
+        index.pairs, index.video[index.pairs[:, 0]], batch_pairs=4, min_videos=2, seed=0
+    )
+    dataset = PairBatchDataset(store, index, cfg)
+    pickle.dumps(dataset)  # workers receive it by pickling; no open LMDB handle inside
+    serial = [
+        b for _, b in zip(range(3), DataLoader(dataset, sampler=sampler, batch_size=None), strict=False)
+    ]
+    loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=2)
+    parallel = [b for _, b in zip(range(3), loader, strict=False)]
+    for x, y in zip(serial, parallel, strict=True):
+        assert (
+            x["step"] == y["step"]
+            and torch.equal(x["images"], y["images"])
+            and torch.equal(x["track"], y["track"])
+        )
+    first = serial[0]
+    assert first["images"].shape == (8, 3, 32, 32) and first["images"].dtype == torch.float32
+    assert torch.equal(first["track"][:4], first["track"][4:])
+    assert len(first["video"].unique()) >= 2
+
+
+def test_patch_dataset_gives_unaugmented_inputs(store):
+    index = load_index(store)
+    ds = PatchDataset(store, index.keys[:3], input_px=32)
+    image, row = ds[2]
+    assert row == 2 and image.shape == (3, 32, 32) and torch.equal(image, ds[2][0])
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0

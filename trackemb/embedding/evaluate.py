@@ -1,0 +1,228 @@
+"""Held-out track retrieval: does the trained encoder find the other patches of a track?
+
+Queries are patches of the videos training held out (the same split as training,
+:func:`trackemb.embedding.data.split_videos`) whose track has at least two patches; a
+query's positives are the other patches of its track, and every other held-out patch is
+a distractor. The trained encoder is always reported next to two baselines measured in
+the same run on the same patches: the same architecture from random init (same seed
+protocol) and raw pixels (a downsampled patch, flattened and L2-normalised).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trackemb.errors import TrackembError
+
+log = logging.getLogger(__name__)
+
+RAW_PIXELS_PX = 16  # 16 x 16 x 3 = 768 dims: small enough that noise does not dominate distances
+METRIC_NAMES = ("R@1", "R@5", "MAP@R", "NMI")
+
+
+def recall_at_k(emb: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Fraction of queries with at least one same-label neighbour among their k nearest.
+
+    Every point is a query except labels with a single member (no positive to find);
+    the query itself is never its own neighbour. Similarity is the dot product.
+
+    Args:
+        emb: (N, D) float, L2-normalised.
+        labels: (N,) int.
+
+    Returns:
+        ``{k: recall}``, NaN when there is no query.
+    """
+    counts = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    queries = np.array([i for i, lab in enumerate(labels) if counts[lab] > 1], dtype=np.int64)
+    if len(queries) == 0:
+        return {k: float("nan") for k in ks}
+    kmax = min(max(ks), len(emb) - 1)
+    hits = {k: 0 for k in ks}
+    x = emb.astype(np.float32)
+    for start in range(0, len(queries), 1024):  # chunks keep the similarity block small
+        q = queries[start : start + 1024]
+        sim = x[q] @ x.T
+        sim[np.arange(len(q)), q] = -np.inf
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :kmax]
+        match = labels[top] == labels[q][:, None]
+        for k in ks:
+            hits[k] += int(match[:, :k].any(axis=1).sum())
+    return {k: hits[k] / len(queries) for k in ks}
+
+
+def retrieval_metrics(emb: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """R@1, R@5 and MAP@R (leave-one-out retrieval) and NMI (k-means with one cluster per label).
+
+    R@1, MAP@R and NMI come from pytorch-metric-learning's ``AccuracyCalculator``; R@5 from
+    :func:`recall_at_k` (its R@1 equals PML's precision_at_1).
+
+    Args:
+        emb: (N, D) float, L2-normalised.
+        labels: (N,) int; points sharing a label are each other's positives.
+        seed: k-means seed for NMI.
+
+    Returns:
+        ``{"R@1", "R@5", "MAP@R", "NMI", "queries", "classes"}``.
+    """
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import FaissKMeans
+
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if emb.ndim != 2 or len(emb) != len(labels) or len(emb) < 2:
+        raise ValueError(
+            f"need (N, D) embeddings and N labels with N >= 2, got {emb.shape} and {labels.shape}"
+        )
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r", "NMI"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+        # min_points_per_centroid=1: few points per track is the normal case, not a warning.
+        kmeans_func=FaissKMeans(niter=50, seed=seed, min_points_per_centroid=1, verbose=False),
+    )
+    x, y = torch.from_numpy(emb), torch.from_numpy(labels)
+    acc = calc.get_accuracy(x, y, x, y, ref_includes_query=True)
+    recall = recall_at_k(emb, labels, (1, 5))
+    _, counts = np.unique(labels, return_counts=True)
+    return {
+        "R@1": float(acc["precision_at_1"]),
+        "R@5": recall[5],
+        "MAP@R": float(acc["mean_average_precision_at_r"]),
+        "NMI": float(acc["NMI"]),
+        "queries": int(counts[counts > 1].sum()),
+        "classes": len(counts),
+    }
+
+
+def _chance_r1(labels: np.ndarray) -> float:
+    """Expected R@1 of a random ranking: mean over queries of positives / (N - 1)."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    per = counts[inverse] - 1
+    return float(np.mean(per[per > 0] / (len(labels) - 1)))
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Evaluation of `{report['run_dir']}`",
+        "",
+        f"Held-out track retrieval on `{report['store']}` ({report['split']['mode']}): "
+        f"{report['queries']} query patches, {report['tracks']} tracks, {report['videos']} videos. "
+        "A query's positives are the other patches of its own track.",
+        "",
+        "| encoder | " + " | ".join(METRIC_NAMES) + " |",
+        "|---|" + "---:|" * len(METRIC_NAMES),
+    ]
+    for name, values in report["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in METRIC_NAMES) + " |")
+    lines += [
+        "",
+        f"Chance R@1 (random ranking): {report['chance_R@1']:.3f}. Baselines are measured in the same run "
+        f"on the same patches: `random_init` is the same architecture before training (seed {report['seed']}), "
+        f"`raw_pixels` is the {RAW_PIXELS_PX}x{RAW_PIXELS_PX} RGB patch, flattened and L2-normalised.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    store_path: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Evaluate a training run on held-out tracks and write ``evaluation.{json,md}``.
+
+    Args:
+        run_dir: training output with ``ckpt.pt``.
+        store_path: the PatchStore the run trained on (the split is recomputed from it).
+        out_dir: where to write the report (default ``run_dir``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        batch_size: patches per forward pass.
+
+    Returns:
+        The report: split, counts, ``methods`` -> {trained, random_init, raw_pixels} -> metrics,
+        and ``markdown`` (the text of ``evaluation.md``).
+
+    Raises:
+        TrackembError: no held-out track with two or more patches to query.
+    """
+    from trackemb.embedding.data import load_index, split_videos
+    from trackemb.embedding.embed import embed_keys, resolve_device
+    from trackemb.embedding.export import encoder_from_checkpoint
+    from trackemb.embedding.model import encoder_from_args
+    from trackemb.storage.store import open_reader
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    model, ckpt = encoder_from_checkpoint(run_dir)
+    config = ckpt.get("config") or {}
+    val_frac, seed = float(config.get("val_frac", 0.2)), int(config.get("seed", 0))
+    index = load_index(store_path)
+    _, val_videos = split_videos(len(index.video_shas), val_frac, seed)
+    mode = "held-out videos"
+    if len(val_videos) == 0:
+        # Too few videos to hold any out: say so in the report rather than silently mixing.
+        log.warning(
+            "no held-out videos (val_frac=%s, %d videos); evaluating on TRAINING videos",
+            val_frac,
+            len(index.video_shas),
+        )
+        val_videos, mode = np.arange(len(index.video_shas)), "training videos (none held out)"
+    in_val = np.isin(index.video, val_videos)
+    track_sizes = np.bincount(index.track[in_val], minlength=int(index.track.max(initial=-1)) + 1)
+    rows = np.flatnonzero(in_val & (track_sizes[index.track] >= 2)) if in_val.any() else np.zeros(0, np.int64)
+    if len(rows) < 2:
+        raise TrackembError(f"{store_path}: no {mode} track with >= 2 patches to evaluate retrieval on")
+    keys = [k.decode() for k in index.keys[rows]]
+    labels = index.track[rows]
+
+    dev = resolve_device(device)
+    reader = open_reader(str(store_path))
+    input_px = int(ckpt["model_args"]["input_px"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # training builds its encoder right after seeding with cfg.seed
+        random_model = encoder_from_args(ckpt["model_args"]).eval()
+    encoders = {
+        "trained": (model.to(dev), input_px),
+        "random_init": (random_model.to(dev), input_px),
+        "raw_pixels": (lambda x: x.flatten(1), RAW_PIXELS_PX),
+    }
+    methods = {}
+    with reader:
+        for name, (encode, px) in encoders.items():
+            emb = embed_keys(encode, reader, keys, input_px=px, batch_size=batch_size, device=dev)
+            methods[name] = retrieval_metrics(emb, labels, seed=seed)
+            log.info("%s: %s", name, {m: round(methods[name][m], 3) for m in METRIC_NAMES})
+
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "store": str(store_path),
+        "step": int(ckpt["step"]) if "step" in ckpt else None,
+        "seed": seed,
+        "split": {
+            "mode": mode,
+            "val_frac": val_frac,
+            "videos": [str(s) for s in index.video_shas[val_videos]],
+        },
+        "queries": len(rows),
+        "tracks": len(np.unique(labels)),
+        "videos": len(np.unique(index.video[rows])),
+        "chance_R@1": _chance_r1(labels),
+        "methods": methods,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = _markdown(report)
+    (out_dir / "evaluation.md").write_text(markdown)
+    return {**report, "markdown": markdown}
