@@ -13,6 +13,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,109 @@ def failure_record(path: str | Path, sha: str, kind: str, cause: str, seconds: f
 
 def _os_error_kind(exc: OSError) -> tuple[str, str]:
     if isinstance(exc, PermissionError):
-        return "permission_denied", "permission denied (check the file's read permission)"
+        return (
+            "permission_denied",
+            "permission denied: this user cannot read the file (check its mode and owner)",
+        )
     if isinstance(exc, FileNotFoundError):
-        return "missing_file", "file does not exist (a broken symlink, or removed while running)"
+        return "missing_file", "file does not exist (removed while running?)"
+    if exc.errno == errno.ELOOP:
+        return "symlink_loop", "symbolic link loop (the link points back to itself)"
+    if exc.errno == errno.EISDIR:
+        return "not_a_file", "is a directory, not a video file"
     return "io_error", f"I/O error: {exc.strerror or exc}"
+
+
+_FILE_TYPES = {
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "named pipe (FIFO)",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def probe_file(path: str | Path) -> tuple[str, str] | None:
+    """Why ``path`` cannot be read as a video file at all, as ``(error_kind, cause)``; None if it can.
+
+    Checks what no decoder should be asked about: missing files, broken or looping symlinks,
+    things that are not regular files (never opened: a FIFO would block the reader forever),
+    permission, and empty files.
+
+    Raises:
+        TransientIOError: a retryable I/O error (EIO, ESTALE, ...).
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)  # follows symlinks
+    except FileNotFoundError:
+        if p.is_symlink():
+            return "broken_symlink", f"broken symlink: its target {os.readlink(p)!r} does not exist"
+        return "missing_file", "file does not exist (removed while running?)"
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise TransientIOError(f"{p}: {exc}") from exc
+        return _os_error_kind(exc)
+    if not stat.S_ISREG(st.st_mode):
+        what = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
+        return "not_a_file", f"not a regular file but a {what}; only regular files are read"
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise TransientIOError(f"{p}: {exc}") from exc
+        return _os_error_kind(exc)
+    if st.st_size == 0:
+        return "empty_file", "file is empty (0 bytes)"
+    return None
+
+
+# ISO base media files (MP4, MOV, M4V, 3GP) start with an 'ftyp' box; their top-level boxes
+# tile the file exactly, so a cut file shows up as a box running past the end or a missing index.
+_ISO_MAX_BOXES = 10_000
+
+
+def mp4_truncation(path: str | Path) -> str | None:
+    """The cause if ``path`` is an ISO-BMFF (MP4/MOV) file cut short, else None (also for other formats).
+
+    Call it on a regular file (see :func:`probe_file`). Only box headers are read, so this is
+    cheap even for large files. Decoders often decode a truncated file's first frames without
+    complaint; this makes the cut visible. Trailing bytes that are no box are tolerated.
+    """
+    size = os.path.getsize(path)
+    seen: set[str] = set()
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8 or head[4:8] != b"ftyp":
+            return None
+        offset = 0
+        for _ in range(_ISO_MAX_BOXES):
+            if offset >= size:
+                break
+            fh.seek(offset)
+            header = fh.read(16)
+            box_type = header[4:8]
+            if len(box_type) < 4 or not all(32 <= b < 127 for b in box_type):
+                break  # trailing bytes that are no box (padding): the index check and the decoder decide
+            box_size = int.from_bytes(header[:4], "big")
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:  # the last box runs to the end of the file
+                box_size = size - offset
+            if box_size < 8:
+                break
+            name = box_type.decode("ascii")
+            seen.add(name)
+            if offset + box_size > size:
+                return (
+                    f"truncated MP4: the '{name}' box at byte {offset} declares {box_size} bytes but the file "
+                    f"ends {offset + box_size - size} bytes short (an interrupted copy, download or recording?)"
+                )
+            offset += box_size
+    if "moov" not in seen:
+        return "truncated MP4: no 'moov' index box (the file was cut before its end, or the recording never finished)"
+    return None
 
 
 def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = None) -> HarvestOutcome:
@@ -102,47 +202,41 @@ def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = No
 
     path = Path(path)
     start = time.perf_counter()
+
+    def failed(sha: str, kind: str, cause: str) -> HarvestOutcome:
+        rec = failure_record(path, sha, kind, cause, round(time.perf_counter() - start, 3))
+        return HarvestOutcome("failed", str(path), sha, record=rec)
+
+    problem = probe_file(path)
+    if problem is not None:
+        # No content to hash (and all empty files share one hash): key the error by path.
+        return failed(unreadable_key(path), *problem)
     try:
         sha = video_sha(path)
+    except VideoDecodeError as exc:
+        return failed(unreadable_key(path), exc.kind, exc.cause)
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientIOError(f"{path}: {exc}") from exc
-        kind, cause = _os_error_kind(exc)
-        return HarvestOutcome(
-            "failed",
-            str(path),
-            unreadable_key(path),
-            record=failure_record(path, unreadable_key(path), kind, cause),
-        )
+        return failed(unreadable_key(path), *_os_error_kind(exc))
     if done is not None and sha in done:
         return HarvestOutcome("skipped", str(path), sha)
     try:
+        truncated = mp4_truncation(path)
+        if truncated:
+            return failed(sha, "truncated", truncated)
         harvest = harvest_video(path, cfg, sha=sha)
     except VideoDecodeError as exc:
-        seconds = time.perf_counter() - start
-        return HarvestOutcome(
-            "failed", str(path), sha, record=failure_record(path, sha, exc.kind, exc.cause, seconds)
-        )
+        return failed(sha, exc.kind, exc.cause)
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientIOError(f"{path}: {exc}") from exc
-        kind, cause = _os_error_kind(exc)
-        return HarvestOutcome("failed", str(path), sha, record=failure_record(path, sha, kind, cause))
+        return failed(sha, *_os_error_kind(exc))
     except MemoryError:
-        return HarvestOutcome(
-            "failed",
-            str(path),
-            sha,
-            record=failure_record(path, sha, "out_of_memory", "ran out of memory while decoding"),
-        )
+        return failed(sha, "out_of_memory", "ran out of memory while decoding")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run; keep the cause for the user
         log.exception("unexpected error harvesting %s", path)
-        return HarvestOutcome(
-            "failed",
-            str(path),
-            sha,
-            record=failure_record(path, sha, "internal_error", f"{type(exc).__name__}: {exc}"),
-        )
+        return failed(sha, "internal_error", f"{type(exc).__name__}: {exc}")
     return HarvestOutcome("done", str(path), sha, harvest=harvest, record=harvest.video)
 
 

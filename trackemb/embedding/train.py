@@ -138,14 +138,17 @@ def train(
         train_v, val_v = split_videos(len(index.video_shas), cfg.val_frac, cfg.seed)
         sampler = train_sampler(index, train_v, cfg, rank, dist_info.world_size)
         pin = device.type == "cuda"
+        # Workers are spawned, not forked: a fork copies the threads of whatever hosts us
+        # (Prefect's API log and event workers), and such children died at random under a flow.
+        workers = {"multiprocessing_context": "forkserver", "persistent_workers": True} if cfg.num_workers else {}
         loader = DataLoader(
             PairBatchDataset(reader, index, cfg), sampler=sampler, batch_size=None,
-            num_workers=cfg.num_workers, pin_memory=pin,
+            num_workers=cfg.num_workers, pin_memory=pin, **workers,
         )  # fmt: skip
         val_rows = np.flatnonzero(np.isin(index.video, val_v))
         val_loader = DataLoader(
             PatchDataset(reader, index.keys[val_rows], cfg.input_px), batch_size=256,
-            num_workers=min(cfg.num_workers, 1), pin_memory=pin,
+            num_workers=min(cfg.num_workers, 1), pin_memory=pin, **workers,
         )  # fmt: skip
         val_tracks = torch.from_numpy(index.track[val_rows])
         log.info(

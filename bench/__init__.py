@@ -1,0 +1,15 @@
+"""trackemb benchmarks: ratios of alternatives measured side by side in one run (``python -m bench``).
+
+Each module has ``run(quick: bool, work: Path) -> BenchResult``.
+"""
+
+from __future__ import annotations
+
+# name -> module, in the order the table lists them.
+BENCHMARKS = {
+    "harvest": "bench.bench_harvest",
+    "store": "bench.bench_store",
+    "cluster": "bench.bench_cluster",
+    "gpu": "bench.bench_gpu",
+    "scaling": "bench.bench_scaling",
+}
