@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUNS   ?= runs/demo
+DEMO_CFG ?= examples/demo.toml
 
 .PHONY: venv test test-fast lint demo bench clean-demo help
 help:           ## list targets
@@ -26,9 +27,22 @@ lint: venv      ## ruff + hadolint
 	$(BIN)/ruff check trackemb tests bench examples
 	$(BIN)/hadolint docker/Dockerfile docker/Dockerfile.cuda
 
-demo: venv      ## harvest the bundled sample clips, train a short CPU schedule, export, cluster, evaluate
-	$(BIN)/trackemb harvest examples/videos --store $(RUNS)/patches.lmdb
+demo: venv      ## the sample clips end to end: harvest, inspect, train (short CPU schedule), export, embed, cluster, evaluate
+	$(BIN)/trackemb harvest examples/videos --store $(RUNS)/patches.lmdb --config $(DEMO_CFG)
 	$(BIN)/trackemb inspect $(RUNS)/patches.lmdb --montage $(RUNS)/pairs.png
+	$(BIN)/trackemb train $(RUNS)/patches.lmdb --run-dir $(RUNS)/train --config $(DEMO_CFG) --resume
+	$(BIN)/trackemb export $(RUNS)/train --out $(RUNS)/export --store $(RUNS)/patches.lmdb --config $(DEMO_CFG)
+	$(BIN)/trackemb embed $(RUNS)/export $(RUNS)/patches.lmdb
+	$(BIN)/trackemb cluster $(RUNS)/export --config $(DEMO_CFG)
+	$(BIN)/trackemb evaluate $(RUNS)/train --store $(RUNS)/patches.lmdb --out $(RUNS)/export
+	@echo
+	@echo "demo outputs:"
+	@echo "  store + pair montage   $(RUNS)/patches.lmdb, $(RUNS)/pairs.png"
+	@echo "  training run           $(RUNS)/train   (tensorboard --logdir $(RUNS))"
+	@echo "  exported encoder       $(RUNS)/export/encoder.ts, encoder.safetensors, encoder.onnx, model_card.json"
+	@echo "  embeddings + clusters  $(RUNS)/export/embeddings.npy, patches.csv, cluster_montages/"
+	@echo "  evaluation             $(RUNS)/export/evaluation.md"
+	@echo "  downstream             $(BIN)/python examples/finetune.py $(RUNS)/export"
 
 bench: venv     ## benchmarks: prints a table of measured ratios, writes bench/results/*.json
 	$(BIN)/python -m bench

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from trackemb.config import ConfigError, HarvestConfig, TrainConfig, load_config
 
@@ -30,5 +31,5 @@ def test_fingerprint_tracks_content() -> None:
 
 
 def test_configs_are_frozen() -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         HarvestConfig().patch_px = 3  # type: ignore[misc]

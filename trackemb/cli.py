@@ -127,6 +127,18 @@ def _print_harvest(summary: dict[str, Any]) -> None:
     )
 
 
+def _fail_if_locked(store: Path) -> None:
+    """Refuse at once (before Prefect starts) when another harvest holds the store."""
+    from trackemb.storage.lock import WriterLock
+
+    probe = WriterLock(store)
+    try:
+        probe.acquire(timeout_s=0)
+    except TrackembError as exc:
+        _fail(str(exc))
+    probe.release()
+
+
 @app.command()
 def harvest(
     video_dir: Annotated[
@@ -174,6 +186,8 @@ def harvest(
             "decode.backend": backend,
         },
     )
+    if store.is_dir() and lock_timeout_s == 0:
+        _fail_if_locked(store)
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from trackemb.flows.harvest import HarvestFailedError, harvest_flow

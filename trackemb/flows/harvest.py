@@ -89,9 +89,14 @@ def _report_markdown(summary: dict[str, Any]) -> str:
     ]
     for row in summary["videos"]:
         lines.append(
-            f"| {Path(row['path']).name} | {row['status']} | {row['tracks']} | {row['pairs']} | {row['seconds']:.1f} | {row['error']} |"
+            f"| {_md(Path(row['path']).name)} | {row['status']} | {row['tracks']} | {row['pairs']} | {row['seconds']:.1f} | {_md(row['error'])} |"
         )
     return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """File names are user data: keep pipes and newlines from breaking the artifact's table."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
 def _row(outcome: HarvestOutcome) -> dict[str, Any]:
