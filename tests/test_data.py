@@ -16,7 +16,9 @@ from trackemb.embedding.data import (
     PairBatchSampler,
     PatchDataset,
     load_index,
+    split_groups,
     split_videos,
+    train_sampler,
 )
 
 
@@ -165,3 +167,57 @@ def test_patch_dataset_gives_unaugmented_inputs(store):
     image, row = ds[2]
     assert row == 2 and image.shape == (3, 32, 32) and torch.equal(image, ds[2][0])
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_patch_dataset_batches_match_single_items(store):
+    """DataLoader batches go through ``__getitems__`` (one read txn, one decode call): same tensors."""
+    index = load_index(store)
+    ds = PatchDataset(store, index.keys, input_px=32)
+    rows = [7, 0, 31, 7]
+    batch = ds.__getitems__(rows)
+    assert [r for _, r in batch] == rows
+    for (image, _), row in zip(batch, rows, strict=True):
+        assert torch.equal(image, ds[row][0])
+    images, got_rows = next(iter(DataLoader(ds, batch_size=10)))
+    assert images.shape == (10, 3, 32, 32) and got_rows.tolist() == list(range(10))
+    assert torch.equal(images, torch.stack([ds[i][0] for i in range(10)]))
+    assert ds.__getitems__([]) == []
+
+
+def test_time_windows_split_videos_into_negative_groups(store):
+    # Synthetic track t starts at frame 3t (10 fps): 0.0, 0.3, 0.6 s; 0.5 s windows -> 2 groups a video.
+    plain = load_index(store)
+    assert np.array_equal(plain.group, plain.video) and np.array_equal(plain.group_video, np.arange(4))
+    index = load_index(store, window_s=0.5)
+    assert np.array_equal(index.group_video, np.repeat(np.arange(4), 2))
+    assert np.array_equal(index.group_video[index.group], index.video)  # a group never spans videos
+    for t in np.unique(index.track):
+        assert len(np.unique(index.group[index.track == t])) == 1  # a track never spans groups
+    tracks_per_group = np.bincount(index.track_group())
+    assert tracks_per_group.tolist() == [2, 1] * 4
+
+
+def test_split_groups_holds_out_whole_groups_with_enough_tracks(store):
+    plain = load_index(store)
+    for seed in range(3):  # one group per video: exactly the video split
+        train_v, val_v = split_videos(4, 0.25, seed)
+        train_g, val_g = split_groups(plain, 0.25, seed)
+        assert np.array_equal(train_v, train_g) and np.array_equal(val_v, val_g)
+    index = load_index(store, window_s=0.5)
+    by_video = split_groups(index, 0.25, 0, val_by="video")
+    assert len(np.unique(index.group_video[by_video[1]])) == 1 and len(by_video[1]) == 2
+    for seed in range(5):
+        train_g, val_g = split_groups(index, 0.25, seed, val_by="group", min_tracks=2)
+        assert len(val_g) == 2 and not np.intersect1d(train_g, val_g).size
+        assert np.array_equal(np.union1d(train_g, val_g), np.arange(8))
+        assert (np.bincount(index.track_group())[val_g] >= 2).all()  # 1-track windows never held out
+
+
+def test_training_sampler_mixes_groups_and_skips_held_out_ones(store):
+    index = load_index(store, window_s=0.5)
+    cfg = TrainConfig(batch_pairs=4, min_videos_per_batch=3, negative_window_s=0.5)
+    train_g, val_g = split_groups(index, 0.25, 0, val_by="group")
+    sampler = train_sampler(index, train_g, cfg)
+    for step in range(20):
+        groups = index.group[sampler.batch_at(step).rows]
+        assert len(np.unique(groups)) >= 3 and np.isin(groups, train_g).all()

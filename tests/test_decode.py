@@ -65,22 +65,31 @@ def test_stride_and_max_frames(clips: dict[str, Path], backend: str) -> None:
     assert got == [0, 5, 10, 15]
 
 
-def test_auto_prefers_decord(clips: dict[str, Path]) -> None:
+def test_auto_prefers_opencv(clips: dict[str, Path]) -> None:
     reader = open_video(clips[".mp4"], DecodeConfig())
-    assert isinstance(reader, DecordReader)
+    assert isinstance(reader, OpenCVReader)
     assert (reader.info.frames, reader.info.width, reader.info.height) == (24, 320, 240)
     assert reader.info.fps == pytest.approx(15.0)
 
 
+def test_auto_order_decord_first(clips: dict[str, Path]) -> None:
+    reader = open_video(clips[".mp4"], DecodeConfig(), order=("decord", "opencv"))
+    assert isinstance(reader, DecordReader)
+    assert (reader.info.frames, reader.info.width, reader.info.height) == (24, 320, 240)
+
+
 def test_mid_file_fallback_continues_without_duplicates(truncated: Path) -> None:
     cv_frames = _frames(truncated, "opencv")
-    stream = iter_frames(truncated, DecodeConfig(backend="auto"))
+    stream = iter_frames(truncated, DecodeConfig(backend="auto"), order=("decord", "opencv"))
     auto_frames = list(stream)
     assert stream.backend == "decord+opencv"
     assert [i for i, _ in auto_frames] == [i for i, _ in cv_frames] == list(range(len(cv_frames)))
     assert 16 <= len(cv_frames) <= 18
     for (_, a), (_, b) in zip(auto_frames, cv_frames, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
+    # OpenCV first (the default) reads the same frames itself, without switching.
+    default = iter_frames(truncated, DecodeConfig())
+    assert [i for i, _ in default] == [i for i, _ in cv_frames] and default.backend == "opencv"
 
 
 def test_forced_decord_reports_mid_file_failure(truncated: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from trackemb.errors import VideoDecodeError
 from trackemb.storage.records import patch_key
 from trackemb.tracking.decode import video_sha
 from trackemb.tracking.harvest import harvest_video
+from trackemb.tracking.prefetch import Prefetch
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_records_are_consistent(clip: GroundTruth) -> None:
     h = harvest_video(clip.path, cfg)
     sha = video_sha(clip.path)
     v = h.video
-    assert (v.sha, v.status, v.frames, v.width, v.height, v.backend) == (sha, "done", 60, 320, 240, "decord")
+    assert (v.sha, v.status, v.frames, v.width, v.height, v.backend) == (sha, "done", 60, 320, 240, "opencv")
     assert v.fps == pytest.approx(15.0) and v.seconds > 0
     assert (v.n_tracks, v.n_patches, v.n_pairs) == (len(h.tracks), len(h.patches), len(h.pairs))
     assert len(h.tracks) >= 2 and set(h.jpegs) == {p.key for p in h.patches}
@@ -134,3 +136,27 @@ def test_sample_clips(sample_videos: Path, name: str, min_pairs: int) -> None:
     h = harvest_video(sample_videos / name, HarvestConfig())
     assert h.video.status == "done" and h.video.frames > 200
     assert len(h.pairs) >= min_pairs, (name, len(h.pairs), len(h.tracks))
+
+
+def test_prefetch_keeps_order_raises_in_place_and_closes_early() -> None:
+    closed: list[str] = []
+
+    def source(n: int, fail_at: int | None = None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise VideoDecodeError("x.mp4", f"broken at {i}", "decode_error")
+                yield i
+        finally:
+            closed.append(threading.current_thread().name)
+
+    assert list(Prefetch(source(50), lambda i: i * i, depth=3)) == [i * i for i in range(50)]
+    got: list[int] = []
+    with pytest.raises(VideoDecodeError, match="broken at 7"):
+        for v in Prefetch(source(50, fail_at=7), lambda i: i):
+            got.append(v)
+    assert got == list(range(7))
+    for v in Prefetch(source(10**9), lambda i: i, depth=2):
+        if v == 3:
+            break  # the thread stops and closes the source instead of reading on
+    assert closed == ["trackemb-prefetch"] * 3

@@ -233,3 +233,24 @@ def test_triplet_stats_match_brute_force():
     assert collapsed["emb_std"] == 0.0 and stats["emb_std"] > 0.5
     empty = triplet_stats(emb, (torch.empty(0, dtype=torch.long),) * 3, margin)
     assert empty["num_triplets"] == 0 and math.isnan(empty["pos_dist"])
+
+
+@pytest.mark.parametrize("strategy", ["random", "wang_gupta", "batch_hard"])
+def test_window_groups_allow_same_video_negatives_only_from_other_windows(strategy):
+    # Two videos; tracks 0-3 in video 0 (windows: tracks 0,1 -> group 0; tracks 2,3 -> group 1),
+    # tracks 4,5 in video 1 (group 2). Training mines on group ids when negative_window_s is set.
+    _, dist, track, video = _batch(0, torch.float32, n_videos=3, tracks_per_video=2)
+    video = torch.where(track < 4, 0, 1)
+    group = track // 2
+    gen = torch.Generator().manual_seed(0)
+    a, _, n = mine_triplets(dist, track, group, strategy=strategy, k=8, gen=gen)
+    assert len(a) > 0 and bool((group[a] != group[n]).all())  # never from the anchor's own window
+    same_video = video[a] == video[n]
+    if strategy == "random":  # k covers every allowed negative: other windows of the same video occur
+        assert bool(same_video.any())
+    # The option off (groups = videos): never a same-video negative.
+    a, _, n = mine_triplets(dist, track, video, strategy=strategy, k=8, gen=gen)
+    assert len(a) > 0 and not bool((video[a] == video[n]).any())
+    with pytest.raises(AssertionError, match="own video"):
+        same_window = (group == group[0]).nonzero()[-1]
+        check_triplets(torch.tensor([0]), torch.tensor([1]), same_window, track, group)

@@ -32,6 +32,7 @@ from trackemb.storage import (
     schema,
 )
 from trackemb.storage.inspect import format_stats, stats_tables, store_montage
+from trackemb.storage.shards import StoreView
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = HarvestConfig().model_dump(mode="json")
@@ -120,6 +121,8 @@ def test_store_round_trips_every_record_type(tmp_path: Path) -> None:
     with pytest.raises(MissingKeyError, match="no patch JPEG with key 'nope/000001/000002'") as err:
         reader.get_jpeg("nope/000001/000002")
     assert isinstance(err.value, KeyError) and isinstance(err.value, StoreError)
+    keys = list({**a.jpegs, **b.jpegs})
+    assert reader.get_jpegs(keys) == [{**a.jpegs, **b.jpegs}[k] for k in keys]
 
 
 def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
@@ -426,6 +429,20 @@ def test_sharded_store_reads_as_one(tmp_path: Path) -> None:
     assert len(reader.patches()) == 27 and len(reader.pairs()) == 9 and len(reader.tracks()) == 9
     assert reader.patches() == sorted(reader.patches(), key=lambda p: p.key)
     assert all(reader.get_jpeg(k) == v for h in expected for k, v in h.jpegs.items())
+    # A batch mixing root and shard keys, in a scrambled order, comes back in that order.
+    batch = [(k, v) for h in expected for k, v in h.jpegs.items()][::-1][::2]
+
+    def check_batch(view: StoreView) -> None:
+        assert view.get_jpegs([k for k, _ in batch]) == [blob for _, blob in batch]
+        assert view.get_jpegs([]) == []
+        with pytest.raises(MissingKeyError, match="nope/000001/000002"):
+            view.get_jpegs([batch[0][0], "nope/000001/000002"])
+
+    with reader:
+        check_batch(reader)
+    with PatchStore.open(root, harvest_config=CFG) as writer:
+        check_batch(writer)  # the writer reads its shards too
+    reader = open_reader(root)
     shard_of = {v["sha"]: v["shard"] for v in reader.stats()["per_video"]}
     assert shard_of[expected[0].video.sha] == "" and shard_of[expected[2].video.sha] == "w2"
     assert reader.meta()["shards"] == ["w1", "w2"]

@@ -105,6 +105,10 @@ class JpegDataset:
         return self.keys[i], self.reader.get_jpeg(self.keys[i]), os.getpid()
 
 
+def _identity(item: object) -> object:
+    return item
+
+
 def test_reader_is_picklable_and_works_in_dataloader_workers(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     harvests = [make_harvest(seed) for seed in range(3)]
@@ -116,9 +120,12 @@ def test_reader_is_picklable_and_works_in_dataloader_workers(tmp_path: Path) -> 
     expected = {k: v for h in harvests for k, v in h.jpegs.items()}
     blob = pickle.dumps(reader)
     assert len(blob) < 200 and pickle.loads(blob).get_jpeg(keys[0]) == expected[keys[0]]
+    # forkserver, as training uses: a plain fork of a process that already ran Prefect
+    # (the session's test API) gives workers that die at start-up.
     loader = torch.utils.data.DataLoader(
-        JpegDataset(reader, keys), batch_size=None, num_workers=2, collate_fn=lambda x: x
-    )
+        JpegDataset(reader, keys), batch_size=None, num_workers=2, collate_fn=_identity,
+        multiprocessing_context="forkserver",
+    )  # fmt: skip
     got = list(loader)
     assert {k: b for k, b, _ in got} == expected
     assert {pid for _, _, pid in got} - {os.getpid()}, "items were not read in worker processes"

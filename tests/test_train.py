@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -267,3 +268,21 @@ def test_torchrun_two_cpu_processes(store, tmp_path):
     ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert ckpt["step"] == 3 and ckpt["sampler"]["world_size"] == 2 and ckpt["config"]["embed_dim"] == 16
     assert all(math.isfinite(float(v.float().sum())) for v in ckpt["model"].values())
+
+
+def test_window_groups_train_and_hold_out_whole_windows(tmp_path):
+    # One video per "scene" is not enough for other-video negatives; windows make groups of it.
+    # 6 tracks start at 0.0-1.5 s: 0.55 s windows -> 3 groups per video; 2 videos -> 6 groups.
+    from synth_store import build_synthetic_store
+
+    from trackemb.embedding.data import held_out_split, load_index
+
+    store = build_synthetic_store(tmp_path / "store", n_videos=2, tracks_per_video=6, patches_per_track=3)
+    cfg = _cfg(steps=4, negative_window_s=0.55, val_by="group", val_frac=0.34, val_min_tracks=2)
+    index = load_index(store, cfg.negative_window_s)
+    train_g, val_g = held_out_split(index, cfg)
+    assert len(index.group_video) == 6 and len(val_g) == 2 and not np.intersect1d(train_g, val_g).size
+    writer = ListWriter()
+    result = train(store, tmp_path / "run", cfg, writer=writer)
+    assert result.step == 4 and result.val_r1_before is not None and result.val_r1_after is not None
+    assert all(v > 0 for _, v in writer.scalars("train/num_triplets"))  # in-video windows give negatives

@@ -26,7 +26,7 @@ class StageConfig(BaseModel):
 
 class DecodeConfig(StageConfig):
     backend: Literal["auto", "decord", "opencv"] = Field(
-        "auto", description="Frame reader: auto tries decord first and falls back to OpenCV per file."
+        "auto", description="Frame reader: auto tries OpenCV first and falls back to decord per file."
     )
     frame_stride: int = Field(1, ge=1, description="Analyse every Nth decoded frame.")
     work_long_side_px: int = Field(
@@ -158,7 +158,25 @@ class TrainConfig(StageConfig):
         le=1,
         description="Fraction of the steps over which augmentation strength ramps up linearly.",
     )
-    val_frac: float = Field(0.2, ge=0, lt=1, description="Fraction of videos held out for validation.")
+    val_frac: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Fraction of split units (videos, or groups with val_by='group') held out.",
+    )
+    negative_window_s: float | None = Field(
+        None,
+        gt=0,
+        description="Opt-in: cut each video into windows of this many seconds (by track start) and treat "
+        "each window as its own 'video' for negatives, batch mixing and the split (None: whole videos).",
+    )
+    val_by: Literal["video", "group"] = Field(
+        "video",
+        description="Hold out whole videos, or whole groups (time windows when negative_window_s is set).",
+    )
+    val_min_tracks: int = Field(
+        0, ge=0, description="Only split units with at least this many tracks may be held out for validation."
+    )
     val_every_steps: int = Field(50, ge=1)
     ckpt_every_steps: int = Field(50, ge=1)
     log_every_steps: int = Field(10, ge=1, description="Write training scalars every N steps.")

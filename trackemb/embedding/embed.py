@@ -65,7 +65,6 @@ def decode_patches(jpegs: Sequence[bytes], size_px: int, device: torch.device) -
     return torch.cat([to_input(img[None], size_px) for img in images])
 
 
-@torch.no_grad()
 def embed_keys(
     encode: Callable[[torch.Tensor], torch.Tensor],
     reader: Any,
@@ -78,9 +77,13 @@ def embed_keys(
 ) -> np.ndarray:
     """Run ``encode`` over the patches ``keys`` of an open store reader, in batches.
 
+    An ``nn.Module`` encoder is switched to channels_last memory format in place (same
+    weights): convolutions ran 1.3x faster that way on CPU (bench/bench_cluster.py), and
+    tensor cores want it under CUDA AMP.
+
     Args:
         encode: maps (B, 3, input_px, input_px) float RGB in [0, 1] on ``device`` to (B, D).
-        reader: a store reader (``get_jpeg(key) -> bytes``).
+        reader: a store reader (``get_jpegs(keys) -> list[bytes]``).
         keys: patch keys, in output order.
 
     Returns:
@@ -88,15 +91,23 @@ def embed_keys(
     """
     chunks: list[np.ndarray] = []
     amp = device.type == "cuda"
-    for start in range(0, len(keys), batch_size):
-        batch_keys = keys[start : start + batch_size]
-        x = decode_patches([reader.get_jpeg(k) for k in batch_keys], input_px, device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            emb = encode(x)
-        # Half-precision outputs are renormalised in float32 so rows stay exactly unit length.
-        chunks.append(F.normalize(emb.float(), dim=1).cpu().numpy())
-        if progress is not None:
-            progress(min(start + batch_size, len(keys)), len(keys))
+    # Outside inference_mode: converted parameters must stay ordinary tensors, usable for training.
+    channels_last = isinstance(encode, nn.Module)
+    if channels_last:
+        encode.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for start in range(0, len(keys), batch_size):
+            batch_keys = keys[start : start + batch_size]
+            # One read transaction per batch: ~6x cheaper lookups than one per key.
+            x = decode_patches(reader.get_jpegs(batch_keys), input_px, device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                emb = encode(x)
+            # Half-precision outputs are renormalised in float32 so rows stay exactly unit length.
+            chunks.append(F.normalize(emb.float(), dim=1).cpu().numpy())
+            if progress is not None:
+                progress(min(start + batch_size, len(keys)), len(keys))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,7 +1,7 @@
 """Held-out track retrieval: does the trained encoder find the other patches of a track?
 
 Queries are patches of the videos training held out (the same split as training,
-:func:`trackemb.embedding.data.split_videos`) whose track has at least two patches; a
+:func:`trackemb.embedding.data.split_groups`) whose track has at least two patches; a
 query's positives are the other patches of its track, and every other held-out patch is
 a distractor. The trained encoder is always reported next to two baselines measured in
 the same run on the same patches: the same architecture from random init (same seed
@@ -156,7 +156,7 @@ def evaluate_run(
     Raises:
         TrackembError: no held-out track with two or more patches to query.
     """
-    from trackemb.embedding.data import load_index, split_videos
+    from trackemb.embedding.data import load_index, split_groups
     from trackemb.embedding.embed import embed_keys, resolve_device
     from trackemb.embedding.export import encoder_from_checkpoint
     from trackemb.embedding.model import encoder_from_args
@@ -167,9 +167,15 @@ def evaluate_run(
     model, ckpt = encoder_from_checkpoint(run_dir)
     config = ckpt.get("config") or {}
     val_frac, seed = float(config.get("val_frac", 0.2)), int(config.get("seed", 0))
-    index = load_index(store_path)
-    _, val_videos = split_videos(len(index.video_shas), val_frac, seed)
-    mode = "held-out videos"
+    window_s = config.get("negative_window_s")
+    index = load_index(store_path, window_s)
+    # The training split: held-out videos, or held-out time windows with val_by="group".
+    val_by = str(config.get("val_by", "video"))
+    _, val_groups = split_groups(
+        index, val_frac, seed, val_by=val_by, min_tracks=int(config.get("val_min_tracks", 0))
+    )
+    val_videos = np.unique(index.group_video[val_groups])
+    mode = "held-out videos" if val_by == "video" else f"held-out {window_s} s windows"
     if len(val_videos) == 0:
         # Too few videos to hold any out: say so in the report rather than silently mixing.
         log.warning(
@@ -177,8 +183,9 @@ def evaluate_run(
             val_frac,
             len(index.video_shas),
         )
-        val_videos, mode = np.arange(len(index.video_shas)), "training videos (none held out)"
-    in_val = np.isin(index.video, val_videos)
+        val_groups, mode = np.arange(len(index.group_video)), "training videos (none held out)"
+        val_videos = np.arange(len(index.video_shas))
+    in_val = np.isin(index.group, val_groups)
     track_sizes = np.bincount(index.track[in_val], minlength=int(index.track.max(initial=-1)) + 1)
     rows = np.flatnonzero(in_val & (track_sizes[index.track] >= 2)) if in_val.any() else np.zeros(0, np.int64)
     if len(rows) < 2:
@@ -213,6 +220,7 @@ def evaluate_run(
             "mode": mode,
             "val_frac": val_frac,
             "videos": [str(s) for s in index.video_shas[val_videos]],
+            "groups": len(val_groups),
         },
         "queries": len(rows),
         "tracks": len(np.unique(labels)),

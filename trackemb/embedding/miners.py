@@ -4,6 +4,10 @@ A positive shares the anchor's track. A negative comes from another *video*: pat
 other tracks in the same video may show the same object class (or even the same object
 re-detected), so they are never used as negatives. Every miner's output is checked by
 :func:`check_triplets`, like PML's ``BaseMiner.output_assertion``.
+
+"Video" labels are negative *groups*: the video by default; with the opt-in
+``TrainConfig.negative_window_s`` training passes one label per time window of a video,
+and the same checks then hold per window.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ def check_triplets(a: Tensor, p: Tensor, n: Tensor, track_ids: Tensor, video_ids
         return
     assert bool((a != p).all()), "anchor used as its own positive"
     assert bool((track_ids[a] == track_ids[p]).all()), "positive from another track"
-    assert bool((video_ids[a] != video_ids[n]).all()), "negative from the anchor's own video"
+    assert bool((video_ids[a] != video_ids[n]).all()), "negative from the anchor's own video (group)"
 
 
 def _empty(device: torch.device) -> Triplets:
@@ -126,7 +130,8 @@ def mine_triplets(
     Args:
         dist: (N, N) float distances, e.g. ``1 - cos``; only compared, never differentiated.
         track_ids: (N,) long; rows with equal ids are positives of each other.
-        video_ids: (N,) long; negatives always have ``video_ids[n] != video_ids[a]``.
+        video_ids: (N,) long video (or negative group) labels; negatives always have
+            ``video_ids[n] != video_ids[a]``.
         strategy: ``"random"``: ``k`` random other-video negatives per (anchor, positive);
             ``"wang_gupta"``: ``k`` random picks among the ``top_k`` hardest negatives plus
             ``random_violators`` other negatives with ``D(a,n) < D(a,p) + margin``;

@@ -41,7 +41,7 @@ class PairBatchSampler(Sampler[BatchSpec]):
     so ranks see disjoint batches of the same epoch order.
 
     Args:
-        pairs: (Q, 2) patch rows. pair_video: (Q,) video label of each pair.
+        pairs: (Q, 2) patch rows. pair_video: (Q,) video (or negative group) label of each pair.
         triplets: (T, 3) patch rows of harvested triplets, used for steps < ``triplets_until_step``.
     """
 
@@ -132,14 +132,19 @@ class PairBatchSampler(Sampler[BatchSpec]):
 
 
 def train_sampler(
-    index: StoreIndex, train_videos: np.ndarray, cfg: TrainConfig, rank: int = 0, world_size: int = 1
+    index: StoreIndex, train_groups: np.ndarray, cfg: TrainConfig, rank: int = 0, world_size: int = 1
 ) -> PairBatchSampler:
-    """The training sampler over the pairs (and harvested triplets) of ``train_videos`` only."""
-    pair_video = index.video[index.pairs[:, 0]]
-    keep = np.isin(pair_video, train_videos)
-    trip_ok = np.isin(index.video[index.triplets], train_videos).all(axis=1)
+    """The training sampler over the pairs (and harvested triplets) of ``train_groups`` only.
+
+    Batches are mixed by negative group (``index.group``: the video, or a time window of
+    it with ``cfg.negative_window_s``), since in-batch negatives come from other groups.
+    Harvested triplets are kept when all three patches are in training groups.
+    """
+    pair_group = index.group[index.pairs[:, 0]]
+    keep = np.isin(pair_group, train_groups)
+    trip_ok = np.isin(index.group[index.triplets], train_groups).all(axis=1)
     return PairBatchSampler(
-        index.pairs[keep], pair_video[keep], batch_pairs=cfg.batch_pairs, min_videos=cfg.min_videos_per_batch,
+        index.pairs[keep], pair_group[keep], batch_pairs=cfg.batch_pairs, min_videos=cfg.min_videos_per_batch,
         seed=cfg.seed, rank=rank, world_size=world_size, triplets=index.triplets[trip_ok],
         triplets_until_step=cfg.mine.hard_from_step if cfg.mine.use_harvested_triplets else 0,
     )  # fmt: skip

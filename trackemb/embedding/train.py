@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from trackemb.config import TrainConfig, load_config, write_config_json
 from trackemb.embedding import monitor
 from trackemb.embedding.checkpoint import CKPT_NAME, restore_training, rng_state, save_checkpoint
-from trackemb.embedding.data import PairBatchDataset, PatchDataset, load_index, split_videos, train_sampler
+from trackemb.embedding.data import PairBatchDataset, PatchDataset, held_out_split, load_index, train_sampler
 from trackemb.embedding.distributed import all_reduce_mean, setup_distributed, teardown_distributed
 from trackemb.embedding.losses import build_loss, cosine_dist, triplet_stats
 from trackemb.embedding.miners import mine_at_step
@@ -129,31 +129,39 @@ def train(
     try:
         # ============ data ============
         reader = open_reader(store_path)  # one LMDB handle per process, shared by every dataset below
-        index = load_index(reader)
-        if len(index.video_shas) < 2:
+        index = load_index(reader, cfg.negative_window_s)
+        if len(index.group_video) < 2:
             raise TrainingError(
                 f"{store_path}: {len(index.video_shas)} video(s) with positive pairs; negatives are patches of "
                 "*other* videos, so training needs at least two harvested videos with tracks"
             )
-        train_v, val_v = split_videos(len(index.video_shas), cfg.val_frac, cfg.seed)
-        sampler = train_sampler(index, train_v, cfg, rank, dist_info.world_size)
+        train_g, val_g = held_out_split(index, cfg)
+        sampler = train_sampler(index, train_g, cfg, rank, dist_info.world_size)
+        # Negatives and batch mixing use the group of each track: the video by default, a time
+        # window of it with negative_window_s (with only a few videos, other-video negatives are
+        # solved by recognising the scene, so the encoder learns scenes and merges instances).
+        track_group = torch.from_numpy(index.track_group())
         pin = device.type == "cuda"
         # Workers are spawned, not forked: a fork copies the threads of whatever hosts us
         # (Prefect's API log and event workers), and such children died at random under a flow.
-        workers = {"multiprocessing_context": "forkserver", "persistent_workers": True} if cfg.num_workers else {}
+        workers = (
+            {"multiprocessing_context": "forkserver", "persistent_workers": True} if cfg.num_workers else {}
+        )
         loader = DataLoader(
             PairBatchDataset(reader, index, cfg), sampler=sampler, batch_size=None,
             num_workers=cfg.num_workers, pin_memory=pin, **workers,
         )  # fmt: skip
-        val_rows = np.flatnonzero(np.isin(index.video, val_v))
+        val_rows = np.flatnonzero(np.isin(index.group, val_g))
         val_loader = DataLoader(
             PatchDataset(reader, index.keys[val_rows], cfg.input_px), batch_size=256,
             num_workers=min(cfg.num_workers, 1), pin_memory=pin, **workers,
         )  # fmt: skip
         val_tracks = torch.from_numpy(index.track[val_rows])
         log.info(
-            "%d patches; %d training videos (%d pairs, %d harvested triplets); %d held-out videos (%d patches)",
-            len(index.keys), len(train_v), len(sampler.pairs), len(sampler.triplets), len(val_v), len(val_rows),
+            "%d patches; %d training groups of %d videos (%d pairs, %d harvested triplets); "
+            "%d held-out groups (%d patches, %d tracks)",
+            len(index.keys), len(train_g), len(np.unique(index.group_video[train_g])), len(sampler.pairs),
+            len(sampler.triplets), len(val_g), len(val_rows), len(np.unique(index.track[val_rows])),
         )  # fmt: skip
 
         def validate(step: int) -> float | None:
@@ -208,7 +216,9 @@ def train(
             batch = next(batches)
             assert batch["step"] == step, (batch["step"], step)
             images = batch["images"].to(device, non_blocking=True)
-            track, video = batch["track"].to(device), batch["video"].to(device)
+            track = batch["track"]
+            group = track_group[track].to(device)
+            track = track.to(device)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                 emb = net(images).float()
             harvested = None
@@ -216,7 +226,7 @@ def train(
                 b = torch.arange(len(images) // 3, device=device)
                 harvested = (b, b + len(b), b + 2 * len(b))
             gen = step_generator(cfg.seed, step, rank)
-            triplets, strategy = mine_at_step(cosine_dist(emb), track, video, step, cfg.mine, gen, harvested)
+            triplets, strategy = mine_at_step(cosine_dist(emb), track, group, step, cfg.mine, gen, harvested)
             loss = loss_fn(emb, indices_tuple=triplets)
             loss_value = float(all_reduce_mean(loss.detach(), dist_info))  # CPU-GPU sync point, once a step
             if not math.isfinite(loss_value):

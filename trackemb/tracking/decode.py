@@ -1,4 +1,4 @@
-"""Frame readers: decord first, OpenCV as a per-file (and mid-file) fallback.
+"""Frame readers: OpenCV first, decord as a per-file (and mid-file) fallback.
 
 Every reader yields ``(frame_index, bgr)`` with ``bgr: (H, W, 3) uint8`` at full source
 resolution, reading sequentially (no per-frame random seeks), honouring ``frame_stride`` and
@@ -158,9 +158,34 @@ class OpenCVReader:
 
 READERS = {"decord": DecordReader, "opencv": OpenCVReader}
 
+# Why OpenCV first: an open decord reader keeps ~0.6-1 core busy in its own threads even
+# between reads (whatever num_threads, get_batch or next(); measured by bench/bench_harvest.py),
+# which starves motion and tracking on the same cores: the harvest ran at 75 frames/s with
+# decord and 170 with OpenCV, with byte-identical frames on the sample clips.
+AUTO_ORDER: tuple[str, ...] = ("opencv", "decord")
 
-def open_video(path: str | Path, cfg: DecodeConfig, *, start: int = 0) -> FrameReader:
-    """Open ``path`` with ``cfg.backend``; ``auto`` tries decord and falls back to OpenCV for this file.
+
+def _open_first(path: str, cfg: DecodeConfig, order: tuple[str, ...], start: int) -> FrameReader:
+    errors: dict[str, VideoDecodeError] = {}
+    for name in order:
+        try:
+            return READERS[name](path, cfg, start=start)
+        except ImportError:
+            log.info("%s not installed; skipping it for %s", name, path)
+        except VideoDecodeError as exc:
+            log.info("%s cannot open %s (%s)", name, path, exc.cause)
+            errors[name] = exc
+    if not errors:
+        raise VideoDecodeError(path, f"no frame reader installed (tried {', '.join(order)})", "no_reader")
+    # decord's diagnosis names the cause (no video stream, bad header); OpenCV's never does.
+    raise errors.get("decord", next(iter(errors.values()))) from None
+
+
+def open_video(
+    path: str | Path, cfg: DecodeConfig, *, start: int = 0, order: tuple[str, ...] | None = None
+) -> FrameReader:
+    """Open ``path`` with ``cfg.backend``; ``auto`` tries the readers in ``order`` (default
+    :data:`AUTO_ORDER`) and uses the first that opens this file.
 
     Raises:
         VideoDecodeError: the file is missing, unreadable, empty, not a video, or has no frames.
@@ -168,56 +193,69 @@ def open_video(path: str | Path, cfg: DecodeConfig, *, start: int = 0) -> FrameR
     if cfg.backend != "auto":
         return READERS[cfg.backend](path, cfg, start=start)
     check_file(path)
-    try:
-        return DecordReader(path, cfg, start=start)
-    except ImportError:
-        log.info("decord not installed; using OpenCV for %s", path)
-    except VideoDecodeError as exc:
-        log.info("decord cannot open %s (%s); trying OpenCV", path, exc.cause)
-        try:
-            return OpenCVReader(path, cfg, start=start)
-        except VideoDecodeError:
-            raise exc from None  # decord's diagnosis is more specific than OpenCV's
-    return OpenCVReader(path, cfg, start=start)
+    return _open_first(str(path), cfg, order or AUTO_ORDER, start)
 
 
 class FrameStream:
-    """Iterable over a video's frames that switches from decord to OpenCV if decord fails mid-file.
+    """A video's frames; with ``backend="auto"`` a reader that raises, or ends before its first
+    frame, hands over to the next in ``order``, resuming at the first frame not yet yielded.
+    ``backend`` names the reader(s) used, e.g. ``"decord+opencv"`` after a fallback."""
 
-    ``backend`` names the reader(s) actually used, e.g. ``"decord+opencv"`` after a fallback.
-    """
-
-    def __init__(self, path: str | Path, cfg: DecodeConfig) -> None:
+    def __init__(self, path: str | Path, cfg: DecodeConfig, *, order: tuple[str, ...] | None = None) -> None:
         self.path, self.cfg = str(path), cfg
-        self.reader = open_video(path, cfg)
+        self.order = order or AUTO_ORDER
+        self.reader = open_video(path, cfg, order=self.order)
         self.info = self.reader.info
         self.backend = self.info.backend
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        next_index = 0
+        next_index, yielded = 0, False
         try:
-            for idx, bgr in self.reader:
-                next_index = idx + 1
-                yield idx, bgr
-        except Exception as exc:
-            # Only "auto" may switch readers; a forced backend reports the failure instead.
-            if self.info.backend != "decord" or self.cfg.backend != "auto":
-                cause = f"decoding failed at frame {next_index}: {str(exc).strip()[-200:]}"
-                raise VideoDecodeError(self.path, cause, "decode_error") from exc
-            log.warning(
-                "decord failed on %s after frame %d (%s); continuing with OpenCV", self.path, next_index, exc
-            )
-            self.reader.close()
-            self.reader = OpenCVReader(self.path, self.cfg, start=next_index)
-            self.backend = "decord+opencv"
-            yield from self.reader
+            while True:
+                try:
+                    for idx, bgr in self.reader:
+                        next_index, yielded = idx + 1, True
+                        yield idx, bgr
+                    failure: Exception | None = None
+                except Exception as exc:
+                    failure = exc
+                if failure is None and yielded:
+                    return
+                reader = self._fallback(next_index, failure)
+                if reader is None:
+                    return  # the only reader ended before any frame: the caller sees zero frames
+                self.reader.close()
+                self.reader = reader
+                self.backend = f"{self.backend}+{reader.info.backend}"
         finally:
             self.reader.close()
 
+    def _fallback(self, next_index: int, failure: Exception | None) -> FrameReader | None:
+        """The reader that continues at ``next_index``, or None; raises when nothing may take over."""
+        current = self.reader.info.backend
+        rest = [n for n in self.order if n not in self.backend.split("+")]
+        if self.cfg.backend == "auto" and rest:
+            why = "ended before its first frame" if failure is None else f"failed ({failure})"
+            try:
+                reader = READERS[rest[0]](self.path, self.cfg, start=next_index)
+            except (ImportError, VideoDecodeError) as exc:
+                log.info("%s cannot take over %s: %s", rest[0], self.path, exc)
+            else:
+                log.warning("%s %s on %s at frame %d; now %s", current, why, self.path, next_index, rest[0])
+                return reader
+        if failure is None:
+            return None
+        # A forced backend (or the last reader) reports the failure instead.
+        cause = f"decoding failed at frame {next_index}: {str(failure).strip()[-200:]}"
+        raise VideoDecodeError(self.path, cause, "decode_error") from failure
 
-def iter_frames(path: str | Path, cfg: DecodeConfig) -> FrameStream:
-    """Frames of ``path`` as ``(frame_index, bgr: (H, W, 3) uint8)``, with mid-file decord->OpenCV fallback."""
-    return FrameStream(path, cfg)
+
+def iter_frames(path: str | Path, cfg: DecodeConfig, *, order: tuple[str, ...] | None = None) -> FrameStream:
+    """Frames of ``path`` as ``(frame_index, bgr: (H, W, 3) uint8)``, with mid-file reader fallback.
+
+    ``order`` overrides :data:`AUTO_ORDER` for ``backend="auto"`` (e.g. ``("decord", "opencv")``).
+    """
+    return FrameStream(path, cfg, order=order)
 
 
 def to_work_gray(bgr: np.ndarray, long_side_px: int) -> tuple[np.ndarray, float]:

@@ -7,6 +7,7 @@ each update returns the new box, or ``None`` with the reason the track ended. Bo
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -96,14 +97,15 @@ class MedianFlowTracker:
         ok = np.isfinite(fb)
         if ok.sum() < self.cfg.min_points:
             return TrackStep(None, "lost_points")
-        fb_med = float(np.median(fb[ok]))
+        fb_med = float(_median(fb[ok]))
         if fb_med > self.cfg.fb_max_px:
             return TrackStep(None, "fb_error")
         keep = ok & (fb <= fb_med)  # at least half of the ok points, hence >= min_points / 2
         if self.points is not None and (keep & (self.age >= _TRUSTED_AGE)).sum() >= 3:
             keep &= self.age >= _TRUSTED_AGE  # points added on probation do not steer the box yet
         p0, p1 = pts[keep], new_pts[keep]
-        dx, dy = np.median(p1 - p0, axis=0)
+        flow = p1 - p0
+        dx, dy = _median(flow[:, 0]), _median(flow[:, 1])
         scale = _median_scale(p0, p1)
         if abs(scale - 1.0) > self.cfg.max_scale_change:
             return TrackStep(None, "scale")
@@ -167,12 +169,30 @@ def _refill(gray: np.ndarray, box: WorkBox, points: np.ndarray, target: int) -> 
     return np.ascontiguousarray(np.concatenate([points, corners.reshape(-1, 2) + (x0, y0)]), np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _pair_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    # Point counts repeat from frame to frame; rebuilding the index arrays was ~4% of tracking.
+    i, j = np.triu_indices(n, k=1)
+    i.flags.writeable = j.flags.writeable = False  # shared between calls
+    return i, j
+
+
 def _median_scale(p0: np.ndarray, p1: np.ndarray) -> float:
-    i, j = np.triu_indices(len(p0), k=1)
+    i, j = _pair_indices(len(p0))
     d0 = np.linalg.norm(p0[i] - p0[j], axis=1)
     d1 = np.linalg.norm(p1[i] - p1[j], axis=1)
     valid = d0 > 1e-3
-    return float(np.median(d1[valid] / d0[valid])) if valid.any() else 1.0
+    return float(_median(d1[valid] / d0[valid])) if valid.any() else 1.0
+
+
+def _median(x: np.ndarray) -> np.floating:
+    """``np.median`` of a 1-D float array without NaNs, to the bit: ~3x less overhead per call,
+    which was a fifth of tracking time (three medians per track per frame)."""
+    k = len(x) // 2
+    if len(x) % 2:
+        return np.partition(x, k)[k]
+    part = np.partition(x, (k - 1, k))
+    return (part[k - 1] + part[k]) / 2
 
 
 def _inside_frac(box: WorkBox, shape: tuple[int, ...]) -> float:
