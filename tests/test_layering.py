@@ -31,7 +31,9 @@ def test_library_never_imports_prefect(package: str) -> None:
 
 def test_tracking_never_imports_torch() -> None:
     offenders = {f for f, names in _imports("tracking").items() if names & {"torch", "torchvision"}}
-    assert not offenders, f"tracking modules import torch (harvest workers must stay light): {sorted(offenders)}"
+    assert not offenders, (
+        f"tracking modules import torch (harvest workers must stay light): {sorted(offenders)}"
+    )
 
 
 def test_no_pickle_for_data() -> None:

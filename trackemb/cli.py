@@ -376,7 +376,10 @@ def cluster(
         str, typer.Option(help="Number of clusters, or 'auto' (best silhouette in k-min..k-max).")
     ] = "auto",
     store: Annotated[
-        Path | None, typer.Option(help="Store for montage thumbnails (default: the one recorded by `trackemb embed` in embed.json).")
+        Path | None,
+        typer.Option(
+            help="Store for montage thumbnails (default: the one recorded by `trackemb embed` in embed.json)."
+        ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
