@@ -95,6 +95,30 @@ def linear_probe(encoder: nn.Module, data: dict, device: torch.device) -> float:
     return float(probe.score(embed(encoder, data["x_test"], device), data["y_test"]))
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int) -> None:
+    """Recompute every BatchNorm's running mean/var as the exact average over ``images``.
+
+    A short fine-tune moves the weights faster than the momentum-0.1 running averages follow,
+    so after a few dozen steps they describe activations of weights that no longer exist and
+    eval-mode accuracy collapses even though training converged. Args: images (N, 3, H, W).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every batch weighs the same
+    model.train()
+    for i in range(0, len(images), batch):
+        if len(images[i : i + batch]) > 1:
+            model(images[i : i + batch].to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
 def finetune(encoder: nn.Module, data: dict, args: argparse.Namespace, device: torch.device) -> float:
     embed_dim = int(embed(encoder, data["x_train"][:1], device).shape[1])
     model = Classifier(copy.deepcopy(encoder), embed_dim, 10).to(device)
@@ -116,7 +140,7 @@ def finetune(encoder: nn.Module, data: dict, args: argparse.Namespace, device: t
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    model.eval()
+    recalibrate_batchnorm(model, x, device, args.batch_size)
     with torch.no_grad():
         logits = torch.cat([model(b.to(device)).cpu() for b in data["x_test"].split(256)])
     return float((logits.argmax(1).numpy() == data["y_test"]).mean())

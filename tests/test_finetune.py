@@ -6,8 +6,10 @@ import importlib.util
 import json
 
 import pytest
+import torch
 from conftest import REPO
 from embed_fixtures import make_run_dir
+from torch import nn
 
 from trackemb.config import ExportConfig
 from trackemb.embedding.export import export_encoder
@@ -44,3 +46,22 @@ def test_finetune_help_describes_flags(finetune_example):
     text = finetune_example.get_args_parser().format_help()
     for flag in ("export_dir", "--epochs", "--quick", "--train-images", "--out", "--device"):
         assert flag in text
+
+
+def test_recalibrate_batchnorm_replaces_stale_running_stats(finetune_example):
+    # Stale stats stand in for those a short fine-tune leaves behind (EMA still at older weights).
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(96, 3, 8, 8, generator=gen) * 4.0 + 2.0
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    model[0].running_mean.fill_(-5.0)
+    model[0].running_var.fill_(100.0)
+    finetune_example.recalibrate_batchnorm(model, images, torch.device("cpu"), batch=32)
+    assert not model.training
+    assert all(m.momentum == 0.1 for m in (model[0], model[2]))
+    torch.testing.assert_close(model[0].running_mean, images.mean((0, 2, 3)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(model[0].running_var, images.var((0, 2, 3)), rtol=0.05, atol=0)
+    # With the stats recalibrated, eval mode normalises the data it saw like training mode does.
+    with torch.no_grad():
+        eval_out = model(images)
+        want = model.train()(images)
+    torch.testing.assert_close(eval_out, want, atol=0.05, rtol=0)
