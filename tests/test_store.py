@@ -493,3 +493,27 @@ def test_stats_and_montage(tmp_path: Path) -> None:
     with PatchStore.open(tmp_path / "empty") as empty:
         with pytest.raises(StoreError, match="no positive pairs"):
             store_montage(empty, tmp_path / "x.png")
+
+
+def test_a_fixed_file_replaces_its_stale_failure_record(tmp_path: Path) -> None:
+    """A file that failed and was later replaced (new content hash) keeps one record: the new one."""
+    good = make_harvest(7, path="/videos/fixed.mp4")
+    stale = VideoRecord(
+        sha="0" * 64, path="/videos/fixed.mp4", status="failed", error="truncated", error_kind="truncated"
+    )
+    other = VideoRecord(
+        sha="1" * 64, path="/videos/other.mp4", status="failed", error="empty", error_kind="empty_file"
+    )
+    with PatchStore.open(tmp_path / "s", harvest_config=CFG) as store:
+        store.put_failure(stale)
+        store.put_failure(other)
+        newer = VideoRecord(
+            sha="2" * 64, path="/videos/fixed.mp4", status="failed", error="x", error_kind="not_a_video"
+        )
+        store.put_failure(newer)
+        assert {(v.sha[:1], v.status) for v in store.videos()} == {("2", "failed"), ("1", "failed")}
+        store.put_video(good)
+        assert sorted((v.path, v.status) for v in store.videos()) == [
+            ("/videos/fixed.mp4", "done"),
+            ("/videos/other.mp4", "failed"),
+        ]

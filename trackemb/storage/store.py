@@ -214,6 +214,15 @@ class PatchStore(StoreView):
             txn.put(schema.pair_key(pair), pair.to_bytes(), db=db[PAIRS])
         counts = {"tracks": video.n_tracks, "patches": video.n_patches, "pairs": video.n_pairs}
         txn.put(schema.done_key(video.sha), schema.pack(counts), db=db[DONE])
+        self._drop_stale_failures(txn, video.path, keep_sha=video.sha)
+
+    def _drop_stale_failures(self, txn: lmdb.Transaction, path: str, keep_sha: str) -> None:
+        """A file that was fixed or replaced has a new hash: its old failure record must go."""
+        db = self._own.dbs[VIDEOS]
+        for key, blob in list(scan(txn, db, b"")):
+            old = VideoRecord.from_bytes(blob)
+            if old.status == "failed" and old.path == path and old.sha != keep_sha:
+                txn.delete(key, db=db)
 
     def put_failure(self, record: VideoRecord) -> None:
         """Record why a video could not be harvested; a video already done is left as it is."""
@@ -223,6 +232,7 @@ class PatchStore(StoreView):
                 log.info("not recording failure of %s: it is already done", record.path)
                 return
             failed = replace(record, status="failed")
+            self._drop_stale_failures(txn, record.path, keep_sha=record.sha)
             txn.put(schema.video_key(record.sha), failed.to_bytes(), db=self._own.dbs[VIDEOS])
 
         self._write(write, f"failure record of {record.sha} ({record.path})")
