@@ -44,10 +44,6 @@ class HarvestOutcome:
     harvest: VideoHarvest | None = None
     record: VideoRecord | None = None
 
-    @property
-    def pairs(self) -> int:
-        return self.harvest.video.n_pairs if self.harvest else 0
-
 
 def find_videos(root: str | Path, pattern: str = "**/*") -> list[Path]:
     """Video files under ``root`` (recursive glob), sorted; broken symlinks are kept so they get an error record.
@@ -238,11 +234,3 @@ def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = No
         log.exception("unexpected error harvesting %s", path)
         return failed(sha, "internal_error", f"{type(exc).__name__}: {exc}")
     return HarvestOutcome("done", str(path), sha, harvest=harvest, record=harvest.video)
-
-
-def file_age_s(path: str | Path) -> float:
-    """Seconds since the file last changed (a file still being copied is young)."""
-    try:
-        return time.time() - os.lstat(path).st_mtime
-    except OSError:
-        return float("inf")

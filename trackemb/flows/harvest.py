@@ -153,19 +153,24 @@ def harvest_flow(
             # in submission order, so memory stays flat however many videos the folder holds.
             window = 4
             pending: list[tuple[str, Any]] = []
+            pairs_added = 0
+
+            def commit_oldest() -> None:
+                nonlocal pairs_added
+                outcome = _resolve(*pending.pop(0))
+                _commit(writer, outcome)
+                outcome.harvest = None
+                outcomes.append(outcome)
+                pairs_added += outcome.record.n_pairs if outcome.status == "done" and outcome.record else 0
+                if report:
+                    report(len(outcomes), len(paths), {"pairs": pairs_added})
+
             for path in paths:
                 pending.append((path, harvest_video_task.submit(path, config, done)))
-                while len(pending) >= window or (path == paths[-1] and pending):
-                    outcome = _resolve(*pending.pop(0))
-                    _commit(writer, outcome)
-                    outcome.harvest = None
-                    outcomes.append(outcome)
-                    if report:
-                        report(
-                            len(outcomes),
-                            len(paths),
-                            {"pairs": sum(o.record.n_pairs for o in outcomes if o.record)},
-                        )
+                if len(pending) >= window:
+                    commit_oldest()
+            while pending:
+                commit_oldest()
         n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
     rows = [_row(o) for o in outcomes]
     summary = {
