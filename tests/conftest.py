@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -36,3 +37,25 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@functools.cache
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run when CUDA is present and skip cleanly (with the reason) otherwise.
+
+    ``@pytest.mark.gpu(devices=2)`` asks for that many CUDA devices.
+    """
+    for item in items:
+        marker = item.get_closest_marker("gpu")
+        if marker is None:
+            continue
+        need = int(marker.kwargs.get("devices", 1))
+        have = _cuda_devices()
+        if have < need:
+            item.add_marker(pytest.mark.skip(reason=f"needs {need} CUDA device(s), found {have}"))

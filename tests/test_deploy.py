@@ -70,8 +70,9 @@ def test_harvest_deployment_parameters_fit_the_flow() -> None:
 
 
 def test_pipeline_deployment_parameters_fit_the_flow() -> None:
-    """The pipeline flow is only imported here (its deployment is never run in tests)."""
-    pipeline = pytest.importorskip("trackemb.flows.pipeline")
+    """The pipeline flow is imported plainly: an import error must fail, not skip."""
+    from trackemb.flows import pipeline
+
     accepted = set(inspect.signature(pipeline.pipeline_flow.fn).parameters)
     params = _deployments()["pipeline"]["parameters"]
     assert {"video_dir", "out_dir"} <= set(params) <= accepted
@@ -101,7 +102,6 @@ def test_build_deployments_follow_the_retrain_policy(tmp_path: Path) -> None:
         "module entrypoint: serve works from any cwd"
     )
 
-    pytest.importorskip("trackemb.flows.pipeline")
     manual = build_deployments(tmp_path / "v", tmp_path / "o", interval_s=120, retrain_policy="manual")
     assert [(d.name, _when(d)) for d in manual] == [
         ("harvest-folder-served", [(120, True)]),
@@ -132,7 +132,6 @@ def test_build_deployments_schedule_arguments(tmp_path: Path) -> None:
 
 
 def test_build_deployments_take_settings_from_toml(tmp_path: Path) -> None:
-    pytest.importorskip("trackemb.flows.pipeline")
     toml = tmp_path / "serve.toml"
     toml.write_text("[harvest]\npatch_px = 64\n[train]\nsteps = 7\n")
     harvest, pipeline = build_deployments(tmp_path, tmp_path, config=toml, retrain_policy="manual")

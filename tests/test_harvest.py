@@ -71,10 +71,14 @@ def test_harvest_is_deterministic(clip: GroundTruth) -> None:
 
 
 def test_backends_give_same_harvest(clip: GroundTruth) -> None:
-    by_decord = harvest_video(clip.path, HarvestConfig())
+    """Each reader forced in turn (``auto`` would pick OpenCV both times): same tracks, same patches."""
+    pytest.importorskip("decord")  # optional dependency, pinned in requirements.txt
+    by_decord = harvest_video(clip.path, HarvestConfig(decode=DecodeConfig(backend="decord")))
     by_cv = harvest_video(clip.path, HarvestConfig(decode=DecodeConfig(backend="opencv")))
-    assert by_cv.video.backend == "opencv"
+    assert (by_decord.video.backend, by_cv.video.backend) == ("decord", "opencv")
+    assert by_decord.video.frames == by_cv.video.frames
     assert [p.key for p in by_cv.patches] == [p.key for p in by_decord.patches]
+    assert len(by_cv.pairs) > 0
 
 
 @pytest.mark.parametrize("kind", ["static", "pan", "pan_diagonal"])
