@@ -12,7 +12,7 @@ from trackemb.storage.records import (
 from trackemb.storage.schema import SCHEMA_VERSION, MissingKeyError
 from trackemb.storage.shards import StoreReader, open_reader
 from trackemb.storage.store import PatchStore
-from trackemb.storage.triplets import sample_triplets
+from trackemb.storage.triplets import Plan as TripletPlan
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -27,5 +27,5 @@ __all__ = [
     "VideoRecord",
     "open_reader",
     "patch_key",
-    "sample_triplets",
+    "TripletPlan",
 ]

@@ -231,7 +231,8 @@ def _open_writable(path: Path, map_size_bytes: int) -> StorePart:
         raise env_error(path, exc) from exc
     try:
         with env.begin(write=True) as txn:
-            dbs = {db: env.open_db(db.encode(), txn=txn, create=True) for db in schema.ALL_DBS}
+            names = schema.ALL_DBS + schema.INDEX_DBS
+            dbs = {db: env.open_db(db.encode(), txn=txn, create=True) for db in names}
     except lmdb.Error as exc:
         env.close()
         raise StoreError(f"{path}: an LMDB environment that is not a trackemb PatchStore: {exc}") from exc

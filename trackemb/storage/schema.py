@@ -15,9 +15,14 @@ tracks       ``<sha16>/<track:06d>``             TrackRecord
 patches      ``<sha16>/<track:06d>/<frame:06d>`` PatchRecord (index only)
 jpegs        same key as ``patches``             raw JPEG bytes
 pairs        ``<anchor key>|<positive key>``     PairRecord
-triplets     ``<index:09d>``                     TripletRecord
+triplets     ``<anchor sha16>/<index:07d>``      TripletRecord
 done         ``<sha>``                           msgpack ``{"tracks", "patches", "pairs"}``
+paths        sha256 of the path (hex)            msgpack list of the shas stored at it
+tripstate    ``<sha>`` (anchor video)            msgpack ``{"n", "others", "pairs"}``
 ===========  ==================================  =====================================
+
+``paths`` and ``tripstate`` are indexes a writer creates (and back-fills) on open; readers
+never need them, so stores written before them stay readable by this code and vice versa.
 
 Every per-video key in tracks/patches/jpegs/pairs starts with ``<sha16>/``, so one prefix
 scan finds (and a re-harvest replaces) all of a video's records.
@@ -51,6 +56,9 @@ META, VIDEOS, TRACKS, PATCHES, JPEGS, PAIRS, TRIPLETS, DONE = (
     "done",
 )
 ALL_DBS = (META, VIDEOS, TRACKS, PATCHES, JPEGS, PAIRS, TRIPLETS, DONE)
+# Writer-side indexes (see the module docstring); opened by writers only.
+PATHS, TRIPSTATE = "paths", "tripstate"
+INDEX_DBS = (PATHS, TRIPSTATE)
 MAX_DBS = 16
 # Reader slots live in lock.mdb and are sized by whoever creates it; DDP ranks x DataLoader
 # workers can exceed LMDB's default of 126.
@@ -94,8 +102,9 @@ def pair_key(pair: PairRecord) -> bytes:
     return f"{pair.anchor}|{pair.positive}".encode()
 
 
-def triplet_key(index: int) -> bytes:
-    return f"{index:09d}".encode()
+def triplet_key(anchor_sha: str, index: int) -> bytes:
+    """Triplets are keyed by their anchor's video, so a video's triplets are one prefix scan."""
+    return f"{anchor_sha[:SHA16]}/{index:07d}".encode()
 
 
 def sha16_of_key(key: bytes | str) -> str:

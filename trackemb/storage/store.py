@@ -17,25 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
-import numpy as np
 
 from trackemb.errors import StoreError
-from trackemb.storage import schema
+from trackemb.storage import paths, schema, triplets
 from trackemb.storage.env import StorePart, open_part, open_writer_part, read_meta, scan, write_error
 from trackemb.storage.lock import WriterLock
-from trackemb.storage.records import PairRecord, VideoHarvest, VideoRecord
+from trackemb.storage.records import VideoHarvest, VideoRecord
 from trackemb.storage.schema import DONE, JPEGS, META, PAIRS, PATCHES, TRACKS, TRIPLETS, VIDEOS
-from trackemb.storage.shards import (
-    StoreReader,
-    StoreView,
-    open_reader,
-    owned_videos,
-    part_dirs,
-    read_keys,
-    read_records,
-    shard_dir,
-)
-from trackemb.storage.triplets import sample_triplets
+from trackemb.storage.shards import StoreReader, StoreView, open_reader, part_dirs, shard_dir
 
 __all__ = ["PatchStore", "StoreReader", "open_reader"]
 
@@ -214,15 +203,7 @@ class PatchStore(StoreView):
             txn.put(schema.pair_key(pair), pair.to_bytes(), db=db[PAIRS])
         counts = {"tracks": video.n_tracks, "patches": video.n_patches, "pairs": video.n_pairs}
         txn.put(schema.done_key(video.sha), schema.pack(counts), db=db[DONE])
-        self._drop_stale_failures(txn, video.path, keep_sha=video.sha)
-
-    def _drop_stale_failures(self, txn: lmdb.Transaction, path: str, keep_sha: str) -> None:
-        """A file that was fixed or replaced has a new hash: its old failure record must go."""
-        db = self._own.dbs[VIDEOS]
-        for key, blob in list(scan(txn, db, b"")):
-            old = VideoRecord.from_bytes(blob)
-            if old.status == "failed" and old.path == path and old.sha != keep_sha:
-                txn.delete(key, db=db)
+        paths.store_path(txn, db, video.path, video.sha)  # also drops the path's stale failure records
 
     def put_failure(self, record: VideoRecord) -> None:
         """Record why a video could not be harvested; a video already done is left as it is."""
@@ -232,35 +213,38 @@ class PatchStore(StoreView):
                 log.info("not recording failure of %s: it is already done", record.path)
                 return
             failed = replace(record, status="failed")
-            self._drop_stale_failures(txn, record.path, keep_sha=record.sha)
+            paths.store_path(txn, self._own.dbs, record.path, record.sha)
             txn.put(schema.video_key(record.sha), failed.to_bytes(), db=self._own.dbs[VIDEOS])
 
         self._write(write, f"failure record of {record.sha} ({record.path})")
 
     def build_triplets(self, per_pair: int = 1, seed: int = 0) -> int:
-        """Rewrite the triplets table: ``per_pair`` random other-video negatives for every pair.
+        """Bring the triplets table up to date: ``per_pair`` random other-video negatives per pair.
 
-        Considers the patches and pairs of every shard too. Deterministic for a seed and a
-        store content, however the store is sharded.
+        Incremental (``triplets.py``): only videos without triplets get them, and nothing is
+        written when nothing changed; new ``per_pair`` or ``seed`` rebuild it all. Considers the
+        patches and pairs of every shard too; deterministic for a seed and the order in which
+        content arrived, however the store is sharded.
 
         Returns:
-            Number of triplets written (0 when fewer than two videos have patches).
+            Number of triplets in the table.
         """
         with self._parts() as parts:
-            owned = owned_videos(parts)
-            pairs = read_records(parts, owned, PAIRS, PairRecord)
-            keys = np.array([k.decode() for k in read_keys(parts, owned, PATCHES)], dtype=np.str_)
-        triplets = sample_triplets(pairs, keys, per_pair, np.random.default_rng(seed), owned)
-        db = self._own.dbs[TRIPLETS]
+            plan = triplets.plan(parts, per_pair, seed)
+        if plan is None:
+            with self._own.read() as txn:
+                return int(txn.stat(self._own.dbs[TRIPLETS])["entries"])
+        count = 0
 
         def write(txn: lmdb.Transaction) -> None:
-            txn.drop(db, delete=False)
-            for i, triplet in enumerate(triplets):
-                txn.put(schema.triplet_key(i), triplet.to_bytes(), db=db, append=True)
+            nonlocal count
+            count = triplets.apply(txn, self._own.dbs, plan)
 
         self._write(write, "triplets table")
-        log.info("built %d triplets from %d pairs over %d videos", len(triplets), len(pairs), len(owned))
-        return len(triplets)
+        log.info(
+            "triplets: %d videos added, %d dropped; %d in the store", len(plan.add), len(plan.drop), count
+        )
+        return count
 
     def _init_meta(self, harvest_config: dict[str, Any] | None) -> None:
         own = self._own
@@ -281,6 +265,10 @@ class PatchStore(StoreView):
             self._write(lambda txn: txn.cursor(db=own.dbs[META]).putmulti(encoded), "meta record")
         elif harvest_config is not None:
             schema.check_config(meta, harvest_config, str(self.path))
+        with own.read() as txn:
+            backfill = paths.needs_backfill(txn, own.dbs)
+        if backfill:  # a store from before the path index: index it once
+            self._write(lambda txn: log.info("indexed %d paths", paths.backfill(txn, own.dbs)), "path index")
         schema.write_meta_json(self.path, meta)
         own.env.reader_check()  # free reader slots of readers that died without closing
 
