@@ -49,7 +49,9 @@ def test_an_old_store_gets_its_path_index_back_filled(tmp_path: Path) -> None:
         store.put_video(make_harvest(2, path="/videos/x.mp4"))
         store.put_failure(failure("3" * 64, "/videos/y.mp4"))
         done = make_harvest(2).video.sha
-        assert sorted((v.sha, v.status) for v in store.videos()) == sorted([("3" * 64, "failed"), (done, "done")])
+        assert sorted((v.sha, v.status) for v in store.videos()) == sorted(
+            [("3" * 64, "failed"), (done, "done")]
+        )
 
 
 def test_a_moved_file_keeps_both_paths_apart(tmp_path: Path) -> None:
