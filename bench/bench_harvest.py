@@ -27,7 +27,8 @@ from trackemb.config import DecodeConfig, HarvestConfig
 from trackemb.ingest import harvest_one
 from trackemb.storage.store import PatchStore
 from trackemb.tracking import harvest as harvest_mod
-from trackemb.tracking.decode import iter_frames, to_work_gray
+from trackemb.tracking.decode import to_work_gray
+from trackemb.tracking.stream import iter_frames
 
 TARGET = 0.5
 

@@ -149,3 +149,33 @@ def iou(a: GtBox, b: GtBox) -> float:
     inter = ix * iy
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
+
+
+def _ffmpeg(*args: str) -> None:
+    """Run the ffmpeg binary that imageio-ffmpeg ships (pinned in requirements-dev.txt)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+
+
+def write_mpeg1_ps(src: str | Path, dst: str | Path, *, split_frame: int) -> Path:
+    """Re-encode ``src`` as an MPEG-1 program stream spliced at ``split_frame``, as ``cat a.mpg b.mpg`` makes.
+
+    The second part's timestamps restart at zero, so the container's duration, and OpenCV's
+    CAP_PROP_FRAME_COUNT with it, covers only the second part: the file declares far fewer
+    frames than it holds (every frame of ``src`` is there, in order). ``src`` must have an
+    MPEG-1 frame rate (e.g. 25 fps).
+    """
+    dst = Path(dst)
+    parts = [dst.with_suffix(".part1.mpg"), dst.with_suffix(".part2.mpg")]
+    enc = ["-an", "-c:v", "mpeg1video", "-q:v", "2", "-f", "mpeg"]
+    _ffmpeg("-i", str(src), "-frames:v", str(split_frame), *enc, str(parts[0]))
+    trim = f"trim=start_frame={split_frame},setpts=PTS-STARTPTS"
+    _ffmpeg("-i", str(src), "-vf", trim, *enc, str(parts[1]))
+    dst.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    for part in parts:
+        part.unlink()
+    return dst

@@ -16,11 +16,11 @@ from trackemb.errors import VideoDecodeError
 from trackemb.tracking.decode import (
     DecordReader,
     OpenCVReader,
-    iter_frames,
     open_video,
     to_work_gray,
     video_sha,
 )
+from trackemb.tracking.stream import iter_frames
 
 decord = pytest.importorskip("decord")
 

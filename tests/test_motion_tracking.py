@@ -9,9 +9,9 @@ import pytest
 from synthetic import GroundTruth, iou, write_pan_video, write_static_video, write_synthetic_video
 
 from trackemb.config import DecodeConfig, HarvestConfig, MotionConfig, TrackConfig
-from trackemb.tracking.decode import iter_frames
 from trackemb.tracking.harvest import harvest_video
 from trackemb.tracking.motion import WorkFrame, find_moving_regions, make_work_frame
+from trackemb.tracking.stream import iter_frames
 from trackemb.tracking.tracker import TRACKERS, MedianFlowTracker, build_tracker, update_trackers
 
 

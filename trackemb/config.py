@@ -33,6 +33,13 @@ class DecodeConfig(StageConfig):
         320, ge=64, description="Long side of the grayscale frames used for motion and tracking."
     )
     max_frames: int | None = Field(None, ge=1, description="Stop after this many source frames (None: all).")
+    max_shortfall_frac: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="A video whose decoding ends more than this fraction short of the frames its container "
+        "declares is a failure of kind 'truncated' (1: never).",
+    )
 
 
 class MotionConfig(StageConfig):

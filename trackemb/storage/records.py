@@ -42,7 +42,8 @@ class VideoRecord(Record):
     sha: str
     path: str
     status: str  # "done" | "failed"
-    frames: int = 0
+    frames: int = 0  # frames decoded (the decoder is read until it stops)
+    declared_frames: int = 0  # frames the container declares (0: unknown); may differ from `frames`
     fps: float = 0.0
     width: int = 0
     height: int = 0

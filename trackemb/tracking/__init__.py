@@ -3,10 +3,8 @@
 from trackemb.tracking.decode import (
     DecordReader,
     FrameReader,
-    FrameStream,
     OpenCVReader,
     VideoInfo,
-    iter_frames,
     open_video,
     to_work_gray,
     video_sha,
@@ -19,6 +17,7 @@ from trackemb.tracking.motion import (
     make_work_frame,
     object_points,
 )
+from trackemb.tracking.stream import FrameStream, check_complete, iter_frames
 from trackemb.tracking.tracker import (
     TRACKERS,
     MedianFlowTracker,
@@ -41,6 +40,7 @@ __all__ = [
     "VideoInfo",
     "WorkFrame",
     "build_tracker",
+    "check_complete",
     "find_moving_regions",
     "harvest_video",
     "iter_frames",

@@ -1,4 +1,4 @@
-"""Frame readers: OpenCV first, decord as a per-file (and mid-file) fallback.
+"""Frame readers: OpenCV first, decord as a per-file (and mid-file) fallback (see stream.py).
 
 Every reader yields ``(frame_index, bgr)`` with ``bgr: (H, W, 3) uint8`` at full source
 resolution, reading sequentially (no per-frame random seeks), honouring ``frame_stride`` and
@@ -29,7 +29,8 @@ _MEDIA_MAGIC = (b"ftyp", b"RIFF", b"\x1a\x45\xdf\xa3", b"OggS", b"ID3", b"fLaC",
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a reader knows about a video before decoding it (``frames`` may be an estimate)."""
+    """What a reader knows about a video before decoding it: ``frames`` is what the container
+    declares (OpenCV; 0 when unknown, and often wrong) or what decord's packet index counted."""
 
     path: str
     frames: int
@@ -40,9 +41,11 @@ class VideoInfo:
 
 
 class FrameReader(Protocol):
-    """One open video. Iterating yields ``(frame_index, bgr: (H, W, 3) uint8)`` in order."""
+    """One open video. Iterating yields ``(frame_index, bgr: (H, W, 3) uint8)`` in order;
+    once it ends, ``reached`` is the index after the last frame the decoder delivered."""
 
     info: VideoInfo
+    reached: int
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]: ...
 
@@ -103,6 +106,7 @@ class DecordReader:
         except Exception as exc:  # decord raises RuntimeError or DECORDError without a stable class
             raise _open_failure(self.path, str(exc).strip().splitlines()[-1][:200]) from exc
         self.info = VideoInfo(self.path, n, float(self._vr.get_avg_fps()), int(w), int(h), "decord")
+        self.reached = 0
         if n == 0:
             raise VideoDecodeError(self.path, "video stream has zero frames", "zero_frames")
 
@@ -113,6 +117,8 @@ class DecordReader:
             batch = self._vr.get_batch(idx).asnumpy()  # (N, H, W, 3) RGB
             for j, rgb in zip(idx, batch, strict=True):
                 yield j, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        # decord indexes every packet on open, so its length is a count, not the container's claim.
+        self.reached = len(range(self.info.frames)[: self.cfg.max_frames])
 
     def close(self) -> None:
         self._vr = None
@@ -130,27 +136,26 @@ class OpenCVReader:
         n = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         w, h = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(self._cap.get(cv2.CAP_PROP_FPS))
-        if n <= 0 or w <= 0:
+        if w <= 0:
             raise VideoDecodeError(self.path, "video stream has zero frames", "zero_frames")
-        self.info = VideoInfo(self.path, n, fps, w, h, "opencv")
+        self.info = VideoInfo(self.path, max(n, 0), fps, w, h, "opencv")  # n: declared, maybe wrong
+        self.reached = 0  # frames the decoder delivered (set when iteration ends)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        wanted = _wanted_indices(self.info, self.cfg, self.start)
-        if not wanted:
-            return
+        # Read until the decoder stops: the container's frame count is a claim, not a stop sign
+        # (an MPEG program stream may declare 1 frame, a spliced one half of its frames).
         # Grabbing from 0 rather than seeking: CAP_PROP_POS_FRAMES is not frame-exact for every
         # codec, and a wrong resume index would duplicate or drop frames after a fallback.
-        pos = 0
-        for j in wanted:
-            while pos < j:
-                if not self._cap.grab():
-                    return
-                pos += 1
-            ok, bgr = self._cap.read()
+        # Frames off the stride grid are grabbed, not converted, so counting them is cheap.
+        pos, stop, stride = 0, self.cfg.max_frames, self.cfg.frame_stride
+        while (stop is None or pos < stop) and self._cap.grab():
+            if pos >= self.start and pos % stride == 0:
+                ok, bgr = self._cap.retrieve()
+                if not ok:
+                    break
+                yield pos, bgr
             pos += 1
-            if not ok:
-                return  # container frame counts are estimates; the stream simply ended
-            yield j, bgr
+        self.reached = pos
 
     def close(self) -> None:
         self._cap.release()
@@ -194,68 +199,6 @@ def open_video(
         return READERS[cfg.backend](path, cfg, start=start)
     check_file(path)
     return _open_first(str(path), cfg, order or AUTO_ORDER, start)
-
-
-class FrameStream:
-    """A video's frames; with ``backend="auto"`` a reader that raises, or ends before its first
-    frame, hands over to the next in ``order``, resuming at the first frame not yet yielded.
-    ``backend`` names the reader(s) used, e.g. ``"decord+opencv"`` after a fallback."""
-
-    def __init__(self, path: str | Path, cfg: DecodeConfig, *, order: tuple[str, ...] | None = None) -> None:
-        self.path, self.cfg = str(path), cfg
-        self.order = order or AUTO_ORDER
-        self.reader = open_video(path, cfg, order=self.order)
-        self.info = self.reader.info
-        self.backend = self.info.backend
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        next_index, yielded = 0, False
-        try:
-            while True:
-                try:
-                    for idx, bgr in self.reader:
-                        next_index, yielded = idx + 1, True
-                        yield idx, bgr
-                    failure: Exception | None = None
-                except Exception as exc:
-                    failure = exc
-                if failure is None and yielded:
-                    return
-                reader = self._fallback(next_index, failure)
-                if reader is None:
-                    return  # the only reader ended before any frame: the caller sees zero frames
-                self.reader.close()
-                self.reader = reader
-                self.backend = f"{self.backend}+{reader.info.backend}"
-        finally:
-            self.reader.close()
-
-    def _fallback(self, next_index: int, failure: Exception | None) -> FrameReader | None:
-        """The reader that continues at ``next_index``, or None; raises when nothing may take over."""
-        current = self.reader.info.backend
-        rest = [n for n in self.order if n not in self.backend.split("+")]
-        if self.cfg.backend == "auto" and rest:
-            why = "ended before its first frame" if failure is None else f"failed ({failure})"
-            try:
-                reader = READERS[rest[0]](self.path, self.cfg, start=next_index)
-            except (ImportError, VideoDecodeError) as exc:
-                log.info("%s cannot take over %s: %s", rest[0], self.path, exc)
-            else:
-                log.warning("%s %s on %s at frame %d; now %s", current, why, self.path, next_index, rest[0])
-                return reader
-        if failure is None:
-            return None
-        # A forced backend (or the last reader) reports the failure instead.
-        cause = f"decoding failed at frame {next_index}: {str(failure).strip()[-200:]}"
-        raise VideoDecodeError(self.path, cause, "decode_error") from failure
-
-
-def iter_frames(path: str | Path, cfg: DecodeConfig, *, order: tuple[str, ...] | None = None) -> FrameStream:
-    """Frames of ``path`` as ``(frame_index, bgr: (H, W, 3) uint8)``, with mid-file reader fallback.
-
-    ``order`` overrides :data:`AUTO_ORDER` for ``backend="auto"`` (e.g. ``("decord", "opencv")``).
-    """
-    return FrameStream(path, cfg, order=order)
 
 
 def to_work_gray(bgr: np.ndarray, long_side_px: int) -> tuple[np.ndarray, float]:

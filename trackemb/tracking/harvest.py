@@ -28,9 +28,10 @@ from trackemb.storage.records import (
     patch_key,
 )
 from trackemb.tracking.crops import blur_var, crop_patch, encode_jpeg, pair_change
-from trackemb.tracking.decode import iter_frames, video_sha
+from trackemb.tracking.decode import video_sha
 from trackemb.tracking.motion import WorkBox, WorkFrame, find_moving_regions, make_work_frame, object_points
 from trackemb.tracking.prefetch import Prefetch
+from trackemb.tracking.stream import check_complete, iter_frames
 from trackemb.tracking.tracker import Tracker, build_tracker, update_trackers
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ def harvest_video(
             progress(n_frames, max(total, n_frames))
     if n_frames == 0:
         raise VideoDecodeError(str(path), "no frame could be decoded", "zero_frames")
+    decoded = max(stream.decoded_frames, last_index + 1)
+    check_complete(path, stream.declared_frames, decoded, cfg.decode)
     for trk in active:
         _finish(trk, cfg)
     done.extend(active)
@@ -136,7 +139,8 @@ def harvest_video(
         sha=sha,
         path=str(path),
         status="done",
-        frames=last_index + 1,
+        frames=decoded,
+        declared_frames=stream.declared_frames,
         fps=round(info.fps, 4),
         width=info.width,
         height=info.height,
