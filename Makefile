@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUNS   ?= runs/demo
 DEMO_CFG ?= examples/demo.toml
+CORPUS_DIR ?= $(or $(TRACKEMB_CORPUS_DIR),$(HOME)/.cache/trackemb/corpus)
 
-.PHONY: venv test test-fast lint demo bench clean-demo help
+.PHONY: venv test test-fast lint demo bench corpus clean-demo help
 help:           ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -46,6 +47,9 @@ demo: venv      ## the sample clips end to end: harvest, inspect, train (short C
 
 bench: venv     ## benchmarks: prints a table of measured ratios, writes bench/results/*.json
 	$(BIN)/python -m bench
+
+corpus: venv    ## fetch the real clips of bench/corpus.toml (pip/apt clients) into $(CORPUS_DIR): train/ + heldout/
+	TRACKEMB_CORPUS_DIR=$(CORPUS_DIR) $(BIN)/python -m bench.corpus fetch
 
 clean-demo:     ## remove the demo outputs
 	rm -rf $(RUNS)
