@@ -149,7 +149,13 @@ def harvest(
     ],
     config: ConfigOpt = None,
     pattern: Annotated[str, typer.Option(help="Glob under VIDEO_DIR selecting files.")] = "**/*",
-    workers: Annotated[int, typer.Option(help="Videos harvested at once (threads).")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes harvesting videos at once (default: one per core); 0 harvests in this "
+            "process. A worker that crashes (a decoder's segfault) costs only its video."
+        ),
+    ] = None,
     strict: Annotated[
         bool, typer.Option(help="Exit 1 if any video fails (default: warn, store the error, go on).")
     ] = False,
@@ -191,8 +197,12 @@ def harvest(
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from trackemb.flows.harvest import HarvestFailedError, harvest_flow
+    from trackemb.pool import default_workers
 
-    runner: Any = ThreadPoolTaskRunner(max_workers=workers)
+    n_workers = default_workers() if workers is None else workers
+    if n_workers < 0:
+        _fail(f"--workers must be 0 or more, got {n_workers}")
+    runner: Any = ThreadPoolTaskRunner(max_workers=n_workers + 1)  # threads only wait for the processes
     if dask_address:
         from prefect_dask import DaskTaskRunner
 
@@ -207,6 +217,7 @@ def harvest(
             strict=strict,
             shards=bool(dask_address),
             lock_timeout_s=lock_timeout_s,
+            workers=n_workers,
         )
     except HarvestFailedError as exc:
         # Strict mode: everything good is stored; report it all, then exit 1.

@@ -1,7 +1,9 @@
 """Prefect flow: a folder of videos -> tracked positive pairs and other-video triplets in a PatchStore.
 
 One task per video (bounded concurrency, retries only for transient I/O); the flow thread
-is the single writer that commits each finished video in one transaction. With
+is the single writer that commits each finished video in one transaction. By default each
+task hands its video to a :class:`~trackemb.pool.HarvestPool` worker process (all cores; a
+native crash costs that video only); ``workers=0`` harvests in the task's own thread. With
 ``shards=True`` (Dask or other multi-process runners) each worker process writes its own
 shard instead, and readers see the shards as one store.
 """
@@ -30,6 +32,7 @@ from trackemb.ingest import (
     harvest_one,
     unreadable_key,
 )
+from trackemb.pool import CRASH_RETRIES, HarvestPool, count_crash, default_workers
 from trackemb.storage.store import PatchStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,16 @@ def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_is_transient, task_run_name="harvest {path}")
 def harvest_video_task(path: str, cfg: HarvestConfig, done: set[str]) -> HarvestOutcome:
     return harvest_one(path, cfg, done)
+
+
+# Pools of running flows, by run key: tasks take the key, not the pool, as their parameter.
+_POOLS: dict[str, HarvestPool] = {}
+
+
+@task(retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_is_transient, task_run_name="harvest {path}")
+def harvest_in_pool_task(path: str, pool: str) -> HarvestOutcome:
+    """Harvest in a worker process of the flow's pool; the finished records travel back to the writer."""
+    return _POOLS[pool].run(path)
 
 
 @task(
@@ -121,7 +134,12 @@ class HarvestFailedError(RuntimeError):
         self.summary = summary or {}
 
 
-@flow(name="trackemb-harvest", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+# Each task only waits for its worker process: one thread per worker of the largest default pool.
+@flow(
+    name="trackemb-harvest",
+    task_runner=ThreadPoolTaskRunner(max_workers=default_workers() + 1),
+    log_prints=False,
+)
 def harvest_flow(
     video_dir: str,
     store: str,
@@ -130,11 +148,14 @@ def harvest_flow(
     strict: bool = False,
     shards: bool = False,
     lock_timeout_s: float = 0.0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Harvest every video under ``video_dir`` into the PatchStore at ``store``.
 
     Bad files are recorded with their cause and the rest goes on; with ``strict`` the run
     ends Failed when any video failed (after everything else has been stored).
+    ``workers``: harvest processes (None: one per core; 0: in the task threads, no processes).
+    The task runner needs at least as many threads as ``workers`` to keep them all busy.
     """
     logger = get_run_logger()
     paths = [str(p) for p in find_videos(video_dir, pattern)]
@@ -143,34 +164,56 @@ def harvest_flow(
     outcomes: list[HarvestOutcome] = []
     report = progress.reporter("harvest videos")
     with PatchStore.open(store, harvest_config=harvest_cfg, lock_timeout_s=lock_timeout_s) as writer:
-        done = {v.sha for v in writer.videos() if v.status == "done"}
+        before = {v.sha: v for v in writer.videos()}
+        done = {sha for sha, v in before.items() if v.status == "done"}
+        crashes = {
+            sha: v.crashes for sha, v in before.items() if v.error_kind == "crashed" and v.status == "failed"
+        }
+        gave_up = {sha for sha, n in crashes.items() if n > CRASH_RETRIES}  # crashed again on its retry
+        n_workers = default_workers() if workers is None else workers
         if shards:
             futures = [(p, harvest_to_shard_task.submit(p, config, done, store)) for p in paths]
             wait([f for _, f in futures])
             outcomes = [_resolve(p, f) for p, f in futures]
         else:
+            pool = HarvestPool(n_workers, config, done | gave_up) if n_workers > 0 else None
+            pool_key = f"{os.getpid()}-{id(pool)}"
+            _POOLS[pool_key] = pool  # type: ignore[assignment]
             # A bounded window of submitted videos: each finished one is committed (and freed)
             # in submission order, so memory stays flat however many videos the folder holds.
-            window = 4
+            window = max(4, 2 * n_workers)
             pending: list[tuple[str, Any]] = []
             pairs_added = 0
 
             def commit_oldest() -> None:
                 nonlocal pairs_added
                 outcome = _resolve(*pending.pop(0))
-                _commit(writer, outcome)
+                if outcome.status == "skipped" and outcome.sha in gave_up:
+                    outcome = HarvestOutcome("failed", outcome.path, outcome.sha, record=before[outcome.sha])
+                else:
+                    _commit(writer, count_crash(outcome, crashes.get(outcome.sha, 0)))
                 outcome.harvest = None
                 outcomes.append(outcome)
                 pairs_added += outcome.record.n_pairs if outcome.status == "done" and outcome.record else 0
                 if report:
                     report(len(outcomes), len(paths), {"pairs": pairs_added})
 
-            for path in paths:
-                pending.append((path, harvest_video_task.submit(path, config, done)))
-                if len(pending) >= window:
+            try:
+                for path in paths:
+                    future = (
+                        harvest_in_pool_task.submit(path, pool_key)
+                        if pool is not None
+                        else harvest_video_task.submit(path, config, done)
+                    )
+                    pending.append((path, future))
+                    if len(pending) >= window:
+                        commit_oldest()
+                while pending:
                     commit_oldest()
-            while pending:
-                commit_oldest()
+            finally:
+                _POOLS.pop(pool_key, None)
+                if pool is not None:
+                    pool.close()
         n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
     rows = [_row(o) for o in outcomes]
     summary = {

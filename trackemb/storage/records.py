@@ -54,6 +54,7 @@ class VideoRecord(Record):
     seconds: float = 0.0  # wall time of the harvest
     error: str = ""  # readable cause when status == "failed"
     error_kind: str = ""  # short machine-readable class, e.g. "no_video_stream"
+    crashes: int = 0  # times a harvest worker process died on it ("crashed"; retried once)
 
 
 @dataclass
