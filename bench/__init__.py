@@ -9,6 +9,7 @@ from __future__ import annotations
 BENCHMARKS = {
     "harvest": "bench.bench_harvest",
     "store": "bench.bench_store",
+    "store_scale": "bench.bench_store_scale",
     "cluster": "bench.bench_cluster",
     "gpu": "bench.bench_gpu",
     "scaling": "bench.bench_scaling",

@@ -138,3 +138,49 @@ def test_no_videos_no_triplets(tmp_path: Path, per_pair: int) -> None:
     with PatchStore.open(tmp_path / "s", harvest_config=CFG) as store:
         assert store.build_triplets(per_pair=per_pair) == 0
         assert store.build_triplets(per_pair=per_pair) == 0
+
+
+def test_index_columns_match_a_brute_force_index_over_records(tmp_path: Path) -> None:
+    from trackemb.embedding.data import load_index
+    from trackemb.storage.records import PatchRecord, patch_key
+
+    root = tmp_path / "s"
+    late = make_harvest(4)  # frame numbers past 999999: keys longer than the fixed width
+    for p in late.patches:
+        p.frame += 1_000_000
+        old, p.key = p.key, patch_key(p.video_sha, p.track_id, p.frame)
+        late.jpegs[p.key] = late.jpegs.pop(old)
+    for pair in late.pairs:
+        pair.anchor, pair.positive = (
+            patch_key(pair.video_sha, int(k.split("/")[1]), int(k.split("/")[2]) + 1_000_000)
+            for k in (pair.anchor, pair.positive)
+        )
+    no_pairs = make_harvest(5)
+    no_pairs.pairs = []
+    with PatchStore.open(root, harvest_config=CFG) as writer:
+        writer.put_video(make_harvest(0, n_tracks=3))
+        writer.put_failure(failure("e" * 64, "/videos/bad.mp4"))
+    with PatchStore.open_shard(root, "w1", harvest_config=CFG) as shard:
+        for h in (make_harvest(1), make_harvest(3, n_tracks=4), no_pairs):
+            shard.put_video(h)
+    with PatchStore.open_shard(root, "w2", harvest_config=CFG) as shard:
+        for h in (make_harvest(2), make_harvest(3, n_tracks=4), late):
+            shard.put_video(h)
+    with PatchStore.open(root, harvest_config=CFG) as writer:
+        writer.build_triplets(per_pair=3)
+    with open_reader(root) as reader:
+        index = load_index(reader)
+        patches: list[PatchRecord] = reader.patches()
+        pairs, trips = reader.pairs(), reader.triplets()
+    used = sorted({p.video_sha for p in pairs})
+    mine = sorted((p for p in patches if p.video_sha in used), key=lambda p: p.key)
+    tracks = sorted({(used.index(p.video_sha), p.track_id) for p in mine})
+    row = {p.key: i for i, p in enumerate(mine)}
+    assert index.keys.tolist() == [p.key.encode() for p in mine]
+    assert index.video.tolist() == [used.index(p.video_sha) for p in mine]
+    assert index.track.tolist() == [tracks.index((used.index(p.video_sha), p.track_id)) for p in mine]
+    assert index.group.tolist() == index.video.tolist() and index.video_shas.tolist() == used
+    assert index.pairs.tolist() == [[row[p.anchor], row[p.positive]] for p in pairs]
+    kept = [t for t in trips if t.negative in row]  # a video without pairs is not in the index
+    assert 0 < len(kept) < len(trips) == 3 * len(pairs) and no_pairs.video.sha not in used
+    assert index.triplets.tolist() == [[row[t.anchor], row[t.positive], row[t.negative]] for t in kept]

@@ -28,6 +28,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from trackemb.config import TrainConfig
 from trackemb.embedding.augment import aug_strength, augment_batch, to_input
 from trackemb.embedding.sampler import BatchSpec, PairBatchSampler, train_sampler
+from trackemb.storage.columns import owned_keys, patch_fields, split_pair_keys, triplet_columns
+from trackemb.storage.schema import PAIRS, PATCHES, SHA16
 from trackemb.storage.store import StoreReader, open_reader
 
 __all__ = [
@@ -86,55 +88,61 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
         with open_reader(str(store)) as reader:
             return load_index(reader, window_s)
     reader = store
+    # Columns of fixed-width keys, not record objects: 1M patches load in seconds and ~100 MB
+    # (bench/bench_store_scale.py). Patch and pair keys carry video, track and frame.
     videos = {v.sha: v for v in reader.videos() if v.status == "done"}
-    all_pairs = reader.pairs()
+    full_sha = {sha[:SHA16].encode(): sha for sha in videos}
+    anchor, positive = split_pair_keys(owned_keys(reader, PAIRS))
     # Only videos with a positive pair can give anchors, and held-out ones need them for R@1.
-    used = sorted(set(videos) & {r.video_sha for r in all_pairs})
-    video_of = {sha: i for i, sha in enumerate(used)}
-    patches = sorted((p for p in reader.patches() if p.video_sha in video_of), key=lambda p: p.key)
-    track_of: dict[tuple[str, int], int] = {}
-    start_of: dict[tuple[str, int], int] = {}
-    for p in patches:
-        track_of.setdefault((p.video_sha, p.track_id), len(track_of))
-        start_of[(p.video_sha, p.track_id)] = min(p.frame, start_of.get((p.video_sha, p.track_id), p.frame))
+    used = sorted(full_sha[s] for s in np.unique(anchor.astype(f"S{SHA16}")).tolist() if s in full_sha)
+    used16 = np.array([sha[:SHA16].encode() for sha in used], dtype=f"S{SHA16}")
+    keys = owned_keys(reader, PATCHES)
+    sha16, track_id, frame = patch_fields(keys)
+    keep = np.isin(sha16, used16)
+    keys, sha16, track_id, frame = keys[keep], sha16[keep], track_id[keep], frame[keep]
+    video = np.searchsorted(used16, sha16).astype(np.int64)
+    # Keys sort by (video, track, frame): a track's patches are one run, its first has the lowest frame.
+    first = np.flatnonzero(np.r_[True, (video[1:] != video[:-1]) | (track_id[1:] != track_id[:-1])])
+    track = (np.cumsum(np.isin(np.arange(len(keys)), first)) - 1).astype(np.int64)
+    track_video, start = video[first], frame[first]
+    window = np.zeros(len(first), np.int64)
     if window_s is not None:
+        label = {
+            (int(v), int(t)): i for i, (v, t) in enumerate(zip(track_video, track_id[first], strict=True))
+        }
+        row_of_video = {sha: i for i, sha in enumerate(used)}
         for t in reader.tracks():
-            if (t.video_sha, t.track_id) in start_of:
-                start_of[(t.video_sha, t.track_id)] = t.start_frame
-    group_key: dict[tuple[int, int], int] = {}
-    track_group = np.zeros(len(track_of), np.int64)
-    for (sha, tid), label in sorted(track_of.items(), key=lambda kv: (video_of[kv[0][0]], kv[0][1])):
-        fps = videos[sha].fps
+            i = label.get((row_of_video.get(t.video_sha, -1), t.track_id))
+            if i is not None:
+                start[i] = t.start_frame
+        fps = np.array([videos[sha].fps for sha in used], np.float64)[track_video]
         # Window by the track's *start*: a ~1 s track belongs to one window, so no track is split.
-        window = int(start_of[(sha, tid)] / fps // window_s) if window_s is not None and fps > 0 else 0
-        track_group[label] = group_key.setdefault((video_of[sha], window), len(group_key))
-    # Relabel groups in (video, window) order so labels are stable and sorted like videos.
-    order = sorted(group_key, key=lambda vw: vw)
-    remap = np.zeros(len(group_key), np.int64)
-    for new, vw in enumerate(order):
-        remap[group_key[vw]] = new
-    track_group = remap[track_group]
-    row_of = {p.key: i for i, p in enumerate(patches)}
-    pairs = [
-        (row_of[r.anchor], row_of[r.positive])
-        for r in all_pairs
-        if r.anchor in row_of and r.positive in row_of
-    ]
-    triplets = [
-        (row_of[t.anchor], row_of[t.positive], row_of[t.negative])
-        for t in reader.triplets()
-        if t.anchor in row_of and t.positive in row_of and t.negative in row_of
-    ]
-    track = np.array([track_of[(p.video_sha, p.track_id)] for p in patches], dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            window = np.where(fps > 0, (start / fps) // window_s, 0).astype(np.int64)
+    # Groups labelled in (video, window) order, so labels are stable and sorted like videos.
+    groups, track_group = np.unique(
+        np.stack([track_video, window], 1).reshape(-1, 2), axis=0, return_inverse=True
+    )
+    track_group = track_group.reshape(-1).astype(np.int64)
+
+    def rows(*cols: np.ndarray) -> np.ndarray:
+        """Patch rows of key columns; entries with any key not in ``keys`` are left out."""
+        found = []
+        for col in cols:
+            at = np.minimum(np.searchsorted(keys, col), max(len(keys) - 1, 0))
+            found.append((at, keys[at] == col if len(keys) else np.zeros(len(col), bool)))
+        ok = np.logical_and.reduce([hit for _, hit in found])
+        return np.stack([at[ok] for at, _ in found], 1).astype(np.int64).reshape(-1, len(cols))
+
     return StoreIndex(
-        keys=np.array([p.key.encode() for p in patches], dtype=np.bytes_),
+        keys=keys.astype(np.bytes_),
         track=track,
-        video=np.array([video_of[p.video_sha] for p in patches], dtype=np.int64),
+        video=video,
         video_shas=np.array(used, dtype=np.str_),
-        pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
-        triplets=np.array(triplets, dtype=np.int64).reshape(-1, 3),
-        group=track_group[track],
-        group_video=np.array([vw[0] for vw in order], dtype=np.int64),
+        pairs=rows(anchor, positive),
+        triplets=rows(*triplet_columns(reader)),
+        group=track_group[track] if len(track) else np.zeros(0, np.int64),
+        group_video=groups[:, 0].astype(np.int64),
     )
 
 

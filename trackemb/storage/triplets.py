@@ -74,12 +74,12 @@ def plan(parts: list[StorePart], per_pair: int, seed: int) -> Plan | None:
     with root.read() as txn:
         blob = txn.get(PARAMS_KEY, db=root.dbs[TRIPSTATE])
         old = schema.unpack(blob) if blob is not None else None
+        params, txnids = {"per_pair": per_pair, "seed": seed}, _txnids(parts)
+        if old is not None and {k: old.get(k) for k in params} == params and old.get("txnids") == txnids:
+            return None  # O(1): no environment was written since the last build
         state = {
             k.decode(): schema.unpack(v) for k, v in txn.cursor(db=root.dbs[TRIPSTATE]) if k != PARAMS_KEY
         }
-    params, txnids = {"per_pair": per_pair, "seed": seed}, _txnids(parts)
-    if old is not None and {k: old.get(k) for k in params} == params and old.get("txnids") == txnids:
-        return None
     out = Plan(params, txnids)
     if old is None or {k: old.get(k) for k in params} != params:
         out.drop_all, state = True, {}  # new parameters, or a store from before incremental triplets
