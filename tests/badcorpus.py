@@ -43,8 +43,8 @@ GOOD_OBJECTS = 2  # two moving objects give a few pairs per 60-frame clip
 class Expect:
     """What a harvest must report for one corpus entry (keyed by file name)."""
 
-    status: Literal["done", "failed", "absent"]
-    kind: str = ""  # error_kind of a failure
+    status: Literal["done", "failed", "absent", "duplicate"]
+    kind: str = ""  # error_kind of a failure; for a duplicate, the name of the file stored instead
     min_pairs: int = 0  # for "done"
     max_pairs: int | None = None  # for "done"; 0 = must yield nothing
     unprivileged_only: bool = False  # fails only for a reader that cannot bypass file modes
@@ -93,6 +93,10 @@ def good_video(path: Path, seed: int, **kwargs: object) -> Path:
 GOOD = Expect("done", min_pairs=1, note="synthetic clip with moving objects")
 GOOD_NAMES = ("good_0.mp4", "good_1.mp4")
 ODD_NAMES = ("vidéo ünïcode 日本.mp4", "with spaces & 'quotes'.mp4")
+# A Latin-1 name: its bytes are not UTF-8. Python sees 'caf\udce9.mp4'; stores show 'caf\\xe9.mp4'.
+NON_UTF8_NAME = os.fsdecode(b"caf\xe9.mp4")
+NON_UTF8_SHOWN = "caf\\xe9.mp4"
+DUP_NAMES = ("dup_first.mp4", "dup_second.mp4")  # identical bytes: harvested once
 
 
 def make_bad_corpus(root: str | Path) -> dict[str, Expect]:
@@ -109,6 +113,15 @@ def make_bad_corpus(root: str | Path) -> dict[str, Expect]:
         for i, name in enumerate(GOOD_NAMES + ODD_NAMES):
             good_video(root / name, seed=10 + i)
             expect[name] = GOOD
+
+        # Written under a plain name: OpenCV's writer, like its reader, crashes on such a name.
+        os.rename(good_video(src / "latin1.mp4", seed=14), root / NON_UTF8_NAME)
+        expect[NON_UTF8_SHOWN] = Expect("done", min_pairs=1, note="Latin-1 file name (not UTF-8)")
+
+        good_video(root / DUP_NAMES[0], seed=15)
+        (root / DUP_NAMES[1]).write_bytes((root / DUP_NAMES[0]).read_bytes())
+        expect[DUP_NAMES[0]] = Expect("done", min_pairs=1, note="first of two identical files")
+        expect[DUP_NAMES[1]] = Expect("duplicate", DUP_NAMES[0], note="byte copy of dup_first.mp4")
 
         (root / "empty.mp4").write_bytes(b"")
         expect["empty.mp4"] = Expect("failed", "empty_file", note="0 bytes")
@@ -268,3 +281,38 @@ def run_cli(
         timeout=timeout_s,
         preexec_fn=_mode_preexec() if obey_file_modes else None,
     )
+
+
+class GrowingFile:
+    """A video that keeps growing while a harvest runs (a copy into a watched folder).
+
+    ``with GrowingFile(dst, content):`` writes ``head_frac`` of ``content`` at once, then appends
+    a little every ``every_s`` seconds, and writes the rest only when the block ends: whatever
+    reads it inside the block sees a half-copied file whose size and mtime keep changing.
+    """
+
+    def __init__(self, dst: Path, content: bytes, head_frac: float = 0.3, every_s: float = 0.1) -> None:
+        import threading
+
+        self.dst, self.content, self.every_s = dst, content, every_s
+        self.written = int(len(content) * head_frac)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._grow, daemon=True)
+
+    def _grow(self) -> None:
+        step = max(1, len(self.content) // 400)
+        while not self._stop.wait(self.every_s) and self.written + step < len(self.content):
+            with open(self.dst, "ab") as fh:
+                fh.write(self.content[self.written : self.written + step])
+            self.written += step
+
+    def __enter__(self) -> GrowingFile:
+        self.dst.write_bytes(self.content[: self.written])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with open(self.dst, "ab") as fh:
+            fh.write(self.content[self.written :])

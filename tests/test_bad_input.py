@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from badcorpus import (
     GOOD_NAMES,
+    NON_UTF8_NAME,
+    NON_UTF8_SHOWN,
     ODD_NAMES,
     Expect,
     child_obeys_file_modes,
@@ -101,7 +103,9 @@ def test_every_file_gets_its_outcome_in_the_summary(lax_run, corpus) -> None:
         assert name in rows, f"{name} ({exp.note}) missing from the summary"
         row = rows[name]
         assert row["status"] == exp.status, f"{name} ({exp.note}): {row}"
-        if exp.status == "failed":
+        if exp.status == "duplicate":
+            assert row["pairs"] == 0 and exp.kind in row["note"], f"{name} ({exp.note}): {row}"
+        elif exp.status == "failed":
             _check_failure(name, row["error"], row["error_kind"], exp)
         else:
             assert row["pairs"] >= exp.min_pairs, f"{name} ({exp.note}): {row}"
@@ -112,6 +116,8 @@ def test_every_file_gets_its_outcome_in_the_summary(lax_run, corpus) -> None:
     s = lax_run["summary"]
     assert s["failed"] == sum(r["status"] == "failed" for r in rows.values())
     assert s["done"] == sum(r["status"] == "done" for r in rows.values())
+    assert s["duplicates"] == sum(e.status == "duplicate" for e in expect.values()) == 1
+    assert s["pairs_added"] == len(open_reader(lax_run["store"]).pairs()), "pairs counted twice"
 
 
 def test_store_holds_the_same_outcomes(lax_run, corpus) -> None:
@@ -127,6 +133,11 @@ def test_store_holds_the_same_outcomes(lax_run, corpus) -> None:
             assert name not in records
             continue
         rec = records.get(name)
+        if exp.status == "duplicate":  # stored once, under the first path, with this one beside it
+            assert rec is None and name in [Path(p).name for p in records[exp.kind].also_at], records[
+                exp.kind
+            ]
+            continue
         assert rec is not None, f"{name} ({exp.note}) has no video record in the store"
         assert rec.status == exp.status, f"{name}: stored {rec}"
         if exp.status == "failed":
@@ -136,6 +147,8 @@ def test_store_holds_the_same_outcomes(lax_run, corpus) -> None:
             assert rec.n_pairs >= exp.min_pairs, f"{name}: {rec}"
     for name in GOOD_NAMES + ODD_NAMES:  # odd names are stored under their exact (unicode) path
         assert records[name].path.endswith(name)
+    latin1 = records[NON_UTF8_SHOWN]  # shown with an escape, kept exactly: the file is found again
+    assert Path(latin1.fs_path).name == NON_UTF8_NAME and Path(latin1.fs_path).is_file()
     assert len(reader.triplets()) > 0, "good videos were stored but no other-video triplets were built"
 
 

@@ -117,12 +117,13 @@ def _print_harvest(summary: dict[str, Any]) -> None:
             str(row["tracks"]),
             str(row["pairs"]),
             f"{row['seconds']:.1f}",
-            row["error"],
+            row["error"] or row.get("note", ""),
             style=style,
         )
     console.print(table)
     console.print(
-        f"{summary['done']} harvested, {summary['skipped']} already done, {summary['failed']} failed; "
+        f"{summary['done']} harvested, {summary['skipped']} already done, "
+        f"{summary.get('duplicates', 0)} duplicate content, {summary['failed']} failed; "
         f"{summary['pairs_added']} pairs added, {summary['triplets']} triplets in the store."
     )
 
@@ -167,6 +168,10 @@ def harvest(
     ] = None,
     lock_timeout_s: Annotated[
         float, typer.Option(help="Wait this long for another harvest holding the store.")
+    ] = 0.0,
+    settle_s: Annotated[
+        float,
+        typer.Option(help="Leave files changed in the last N seconds (still being copied?) for a later run."),
     ] = 0.0,
     stride: Annotated[int | None, typer.Option(help="Analyse every Nth frame.")] = None,
     track_len: Annotated[int | None, typer.Option(help="Frames per track (about one second).")] = None,
@@ -218,6 +223,7 @@ def harvest(
             shards=bool(dask_address),
             lock_timeout_s=lock_timeout_s,
             workers=n_workers,
+            settle_s=settle_s,
         )
     except HarvestFailedError as exc:
         # Strict mode: everything good is stored; report it all, then exit 1.

@@ -15,10 +15,12 @@ import logging
 import os
 import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
+from trackemb import fsnames
 from trackemb.config import HarvestConfig
 from trackemb.errors import TrackembError, VideoDecodeError
 from trackemb.storage.records import VideoHarvest, VideoRecord
@@ -30,6 +32,9 @@ VIDEO_EXTENSIONS = frozenset(
 )
 # errno values that a retry can fix (network file systems, files still being written).
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY})
+# Waits before each in-process retry of a transient read; the orchestrator then retries the task.
+RETRY_DELAYS_S: tuple[float, ...] = (0.2, 1.0)
+T = TypeVar("T")
 
 
 class TransientIOError(TrackembError):
@@ -38,11 +43,45 @@ class TransientIOError(TrackembError):
 
 @dataclass
 class HarvestOutcome:
-    status: Literal["done", "failed", "skipped"]
+    """``duplicate``: same content as ``duplicate_of``, harvested once under that path (harvest_run.py)."""
+
+    status: Literal["done", "failed", "skipped", "duplicate"]
     path: str
     sha: str
     harvest: VideoHarvest | None = None
     record: VideoRecord | None = None
+    duplicate_of: str = ""
+
+
+def retry_transient(fn: Callable[[], T], path: str | Path) -> T:
+    """``fn()``, retried after each of :data:`RETRY_DELAYS_S` while it fails with a transient I/O error.
+
+    Raises:
+        TransientIOError: still failing after the retries (an orchestrator may retry later).
+        OSError: a non-transient I/O error, at once.
+    """
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return fn()
+        except (OSError, TransientIOError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in TRANSIENT_ERRNOS:
+                raise
+            if delay is None:
+                if isinstance(exc, TransientIOError):
+                    raise
+                raise TransientIOError(f"{fsnames.display(path)}: {exc}") from exc
+            log.warning("%s: transient I/O error (%s); retrying in %.1f s", fsnames.display(path), exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def content_sha(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of the file's bytes (the video key); OSErrors propagate so transient ones can be retried."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def find_videos(root: str | Path, pattern: str = "**/*") -> list[Path]:
@@ -71,7 +110,12 @@ def unreadable_key(path: str | Path) -> str:
 
 def failure_record(path: str | Path, sha: str, kind: str, cause: str, seconds: float = 0.0) -> VideoRecord:
     return VideoRecord(
-        sha=sha, path=str(path), status="failed", error=f"{path}: {cause}", error_kind=kind, seconds=seconds
+        sha=sha,
+        path=str(path),
+        status="failed",
+        error=f"{fsnames.display(path)}: {cause}",
+        error_kind=kind,
+        seconds=seconds,
     )
 
 
@@ -193,7 +237,6 @@ def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = No
     Raises:
         TransientIOError: a retryable I/O error (the caller may retry the call).
     """
-    from trackemb.tracking.decode import video_sha
     from trackemb.tracking.harvest import harvest_video
 
     path = Path(path)
@@ -203,34 +246,33 @@ def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = No
         rec = failure_record(path, sha, kind, cause, round(time.perf_counter() - start, 3))
         return HarvestOutcome("failed", str(path), sha, record=rec)
 
-    problem = probe_file(path)
+    problem = retry_transient(lambda: probe_file(path), path)
     if problem is not None:
         # No content to hash (and all empty files share one hash): key the error by path.
         return failed(unreadable_key(path), *problem)
     try:
-        sha = video_sha(path)
-    except VideoDecodeError as exc:
-        return failed(unreadable_key(path), exc.kind, exc.cause)
+        sha = retry_transient(lambda: content_sha(path), path)
     except OSError as exc:
-        if exc.errno in TRANSIENT_ERRNOS:
-            raise TransientIOError(f"{path}: {exc}") from exc
         return failed(unreadable_key(path), *_os_error_kind(exc))
     if done is not None and sha in done:
         return HarvestOutcome("skipped", str(path), sha)
     try:
-        truncated = mp4_truncation(path)
+        truncated = retry_transient(lambda: mp4_truncation(path), path)
         if truncated:
             return failed(sha, "truncated", truncated)
-        harvest = harvest_video(path, cfg, sha=sha)
+        # Native decoders crash on non-UTF-8 names: they read a UTF-8 alias of the file.
+        with fsnames.decodable(path) as readable:
+            harvest = retry_transient(lambda: harvest_video(readable, cfg, sha=sha), path)
+        harvest.video = replace(harvest.video, path=str(path))
+    except TransientIOError:
+        raise  # still failing after the retries here: the orchestrator retries the whole task
     except VideoDecodeError as exc:
         return failed(sha, exc.kind, exc.cause)
     except OSError as exc:
-        if exc.errno in TRANSIENT_ERRNOS:
-            raise TransientIOError(f"{path}: {exc}") from exc
         return failed(sha, *_os_error_kind(exc))
     except MemoryError:
         return failed(sha, "out_of_memory", "ran out of memory while decoding")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run; keep the cause for the user
-        log.exception("unexpected error harvesting %s", path)
+        log.exception("unexpected error harvesting %s", fsnames.display(path))
         return failed(sha, "internal_error", f"{type(exc).__name__}: {exc}")
     return HarvestOutcome("done", str(path), sha, harvest=harvest, record=harvest.video)

@@ -41,6 +41,8 @@ HARVEST_DEPLOYMENT = "harvest-folder-served"
 PIPELINE_DEPLOYMENT = "pipeline-served"
 SCHEDULE_SLUG = "poll-folder"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Scheduled runs leave files changed this recently for the next poll (still being copied in).
+WATCH_SETTLE_S = 10.0
 
 
 def _schedules(interval_s: int | None, cron: str | None, *, active: bool) -> list[Any]:
@@ -105,6 +107,7 @@ def build_deployments(
         "store": str(store),
         "config": harvest_cfg,
         "lock_timeout_s": 300.0,  # wait for a pipeline run writing the same store instead of failing
+        "settle_s": WATCH_SETTLE_S,
     }
     retrain_on_schedule = retrain_policy == "on_new_videos"
     deployments = [
@@ -136,6 +139,7 @@ def build_deployments(
                 "harvest": harvest_cfg,
                 "train": load_config(TrainConfig, config, section="train").model_dump(mode="json"),
                 "export": load_config(ExportConfig, config, section="export").model_dump(mode="json"),
+                "settle_s": WATCH_SETTLE_S,
             },
             concurrency_limit=1,
             tags=["trackemb", "pipeline"],

@@ -22,8 +22,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from trackemb import progress
+from trackemb import fsnames, progress
 from trackemb.config import HarvestConfig
+from trackemb.harvest_run import RunLedger, split_settled
 from trackemb.ingest import (
     HarvestOutcome,
     TransientIOError,
@@ -95,14 +96,15 @@ def _report_markdown(summary: dict[str, Any]) -> str:
         f"# Harvest of `{summary['video_dir']}`",
         "",
         f"Store: `{summary['store']}` — {summary['done']} harvested, {summary['skipped']} already done, "
-        f"{summary['failed']} failed; {summary['pairs_added']} positive pairs added, {summary['triplets']} triplets in store.",
+        f"{summary['duplicates']} duplicate content, {summary['failed']} failed, {summary['settling']} still changing; "
+        f"{summary['pairs_added']} positive pairs added, {summary['triplets']} triplets in store.",
         "",
         "| video | status | tracks | pairs | seconds | error |",
         "|---|---|---:|---:|---:|---|",
     ]
     for row in summary["videos"]:
         lines.append(
-            f"| {_md(Path(row['path']).name)} | {row['status']} | {row['tracks']} | {row['pairs']} | {row['seconds']:.1f} | {_md(row['error'])} |"
+            f"| {_md(Path(row['path']).name)} | {row['status']} | {row['tracks']} | {row['pairs']} | {row['seconds']:.1f} | {_md(row['error'] or row['note'])} |"
         )
     return "\n".join(lines)
 
@@ -113,9 +115,9 @@ def _md(text: str) -> str:
 
 
 def _row(outcome: HarvestOutcome) -> dict[str, Any]:
-    rec = outcome.record
+    rec = outcome.record if outcome.status in ("done", "failed") else None
     return {
-        "path": outcome.path,
+        "path": fsnames.display(outcome.path),  # valid UTF-8 for JSON, Prefect and terminals
         "sha": outcome.sha,
         "status": outcome.status,
         "tracks": rec.n_tracks if rec else 0,
@@ -123,7 +125,14 @@ def _row(outcome: HarvestOutcome) -> dict[str, Any]:
         "seconds": rec.seconds if rec else 0.0,
         "error": rec.error if rec and outcome.status == "failed" else "",
         "error_kind": rec.error_kind if rec and outcome.status == "failed" else "",
+        "note": f"same content as {fsnames.display(outcome.duplicate_of)}" if outcome.duplicate_of else "",
     }
+
+
+def _settling_row(path: str, age_s: float) -> dict[str, Any]:
+    note = f"changed {age_s:.1f} s ago (still being written?); harvested on a later run"
+    return {"path": fsnames.display(path), "sha": "", "status": "settling", "tracks": 0, "pairs": 0,
+            "seconds": 0.0, "error": "", "error_kind": "", "note": note}  # fmt: skip
 
 
 class HarvestFailedError(RuntimeError):
@@ -149,6 +158,7 @@ def harvest_flow(
     shards: bool = False,
     lock_timeout_s: float = 0.0,
     workers: int | None = None,
+    settle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Harvest every video under ``video_dir`` into the PatchStore at ``store``.
 
@@ -156,10 +166,15 @@ def harvest_flow(
     ends Failed when any video failed (after everything else has been stored).
     ``workers``: harvest processes (None: one per core; 0: in the task threads, no processes).
     The task runner needs at least as many threads as ``workers`` to keep them all busy.
+    Identical content at several paths is harvested once. With ``settle_s`` > 0 (watch mode)
+    files changed in the last ``settle_s`` seconds are left for a later run.
     """
     logger = get_run_logger()
-    paths = [str(p) for p in find_videos(video_dir, pattern)]
-    logger.info("found %d video files under %s", len(paths), video_dir)
+    found = [str(p) for p in find_videos(video_dir, pattern)]
+    paths, settling = split_settled(found, settle_s)
+    logger.info("found %d video files under %s", len(found), fsnames.display(video_dir))
+    if settling:
+        logger.info("%d file(s) changed in the last %.0f s; left for a later run", len(settling), settle_s)
     harvest_cfg = config.model_dump(mode="json")
     outcomes: list[HarvestOutcome] = []
     report = progress.reporter("harvest videos")
@@ -171,10 +186,11 @@ def harvest_flow(
         }
         gave_up = {sha for sha, n in crashes.items() if n > CRASH_RETRIES}  # crashed again on its retry
         n_workers = default_workers() if workers is None else workers
+        ledger = RunLedger(writer)
         if shards:
             futures = [(p, harvest_to_shard_task.submit(p, config, done, store)) for p in paths]
             wait([f for _, f in futures])
-            outcomes = [_resolve(p, f) for p, f in futures]
+            outcomes = [ledger.commit(_resolve(p, f)) for p, f in futures]
         else:
             pool = HarvestPool(n_workers, config, done | gave_up) if n_workers > 0 else None
             pool_key = f"{os.getpid()}-{id(pool)}"
@@ -191,7 +207,7 @@ def harvest_flow(
                 if outcome.status == "skipped" and outcome.sha in gave_up:
                     outcome = HarvestOutcome("failed", outcome.path, outcome.sha, record=before[outcome.sha])
                 else:
-                    _commit(writer, count_crash(outcome, crashes.get(outcome.sha, 0)))
+                    outcome = ledger.commit(count_crash(outcome, crashes.get(outcome.sha, 0)))
                 outcome.harvest = None
                 outcomes.append(outcome)
                 pairs_added += outcome.record.n_pairs if outcome.status == "done" and outcome.record else 0
@@ -214,15 +230,19 @@ def harvest_flow(
                 _POOLS.pop(pool_key, None)
                 if pool is not None:
                     pool.close()
+        superseded = ledger.drop_superseded()
         n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
-    rows = [_row(o) for o in outcomes]
+    rows = [_row(o) for o in outcomes] + [_settling_row(p, age) for p, age in settling.items()]
     summary = {
-        "video_dir": str(video_dir),
+        "video_dir": fsnames.display(video_dir),
         "store": str(store),
-        "videos_total": len(paths),
+        "videos_total": len(found),
         "done": sum(o.status == "done" for o in outcomes),
         "skipped": sum(o.status == "skipped" for o in outcomes),
+        "duplicates": sum(o.status == "duplicate" for o in outcomes),
         "failed": sum(o.status == "failed" for o in outcomes),
+        "settling": len(settling),
+        "superseded": superseded,
         "pairs_added": sum(r["pairs"] for r in rows if r["status"] == "done"),
         "triplets": n_triplets,
         "videos": rows,

@@ -33,12 +33,16 @@ def pipeline_flow(
     train: TrainConfig = TrainConfig(),
     export: ExportConfig = ExportConfig(),
     strict: bool = False,
+    settle_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Harvest ``video_dir`` into ``out_dir/patches.lmdb``, train, and export to ``out_dir/export``."""
+    """Harvest ``video_dir`` into ``out_dir/patches.lmdb``, train, and export to ``out_dir/export``.
+
+    ``settle_s``: files changed more recently are left for a later run (watch mode).
+    """
     logger = get_run_logger()
     paths = pipeline_layout(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    harvest_summary = harvest_flow(video_dir, str(paths["store"]), harvest, strict=strict)
+    harvest_summary = harvest_flow(video_dir, str(paths["store"]), harvest, strict=strict, settle_s=settle_s)
 
     train_key = work_key(train, store_state(paths["store"]))
     run_dir = paths["runs"] / train_key

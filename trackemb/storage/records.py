@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from trackemb import fsnames
+
 R = TypeVar("R", bound="Record")
 
 # A box is (x, y, w, h) in full-resolution pixels of the source video.
@@ -63,6 +65,19 @@ class VideoRecord(Record):
     error: str = ""  # readable cause when status == "failed"
     error_kind: str = ""  # short machine-readable class, e.g. "no_video_stream"
     crashes: int = 0  # times a harvest worker process died on it ("crashed"; retried once)
+    # A file name that is not valid UTF-8 is kept exactly here; ``path`` then shows it with
+    # \xNN escapes (msgpack and JSON need valid UTF-8). See trackemb/fsnames.py.
+    path_bytes: bytes = b""
+    also_at: list[str] = field(default_factory=list)  # other paths with identical content
+
+    def __post_init__(self) -> None:
+        if not fsnames.is_utf8(self.path):
+            self.path_bytes, self.path = fsnames.exact_bytes(self.path), fsnames.display(self.path)
+
+    @property
+    def fs_path(self) -> str:
+        """The path as the file system knows it (exact, also for non-UTF-8 names)."""
+        return fsnames.from_stored(self.path, self.path_bytes)
 
 
 @dataclass

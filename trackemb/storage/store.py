@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lmdb
 
 from trackemb.errors import StoreError
-from trackemb.storage import paths, schema, triplets
+from trackemb.storage import paths, schema, triplets, versions
 from trackemb.storage.env import StorePart, open_part, open_writer_part, read_meta, scan, write_error
 from trackemb.storage.lock import WriterLock
 from trackemb.storage.records import VideoHarvest, VideoRecord
@@ -31,6 +31,7 @@ __all__ = ["PatchStore", "StoreReader", "open_reader"]
 log = logging.getLogger(__name__)
 
 _MAX_GROWTHS = 40
+T = TypeVar("T")
 
 
 class PatchStore(StoreView):
@@ -218,6 +219,14 @@ class PatchStore(StoreView):
 
         self._write(write, f"failure record of {record.sha} ({record.path})")
 
+    def add_path(self, sha: str, path: str) -> bool:
+        """Record that ``path`` holds the same content as stored video ``sha`` (``also_at``)."""
+        return self._write(lambda txn: versions.add_path(txn, self._own.dbs, sha, path), f"path of {sha}")
+
+    def drop_video(self, sha: str) -> bool:
+        """Delete every record of video ``sha`` here (its file now holds other content)."""
+        return self._write(lambda txn: versions.drop_video(txn, self._own.dbs, sha), f"drop of {sha}")
+
     def build_triplets(self, per_pair: int = 1, seed: int = 0) -> int:
         """Bring the triplets table up to date: ``per_pair`` random other-video negatives per pair.
 
@@ -272,8 +281,8 @@ class PatchStore(StoreView):
         schema.write_meta_json(self.path, meta)
         own.env.reader_check()  # free reader slots of readers that died without closing
 
-    def _write(self, fn: Callable[[lmdb.Transaction], None], what: str) -> None:
-        """Run ``fn`` in one write transaction, growing the map and retrying it whole when full."""
+    def _write(self, fn: Callable[[lmdb.Transaction], T], what: str) -> T:
+        """Run ``fn`` in one write transaction (returning its result), growing the map and retrying it whole when full."""
         if self._lock is None or self._closed:
             raise StoreError(f"{self.path}: opened read-only or closed; cannot write the {what}")
         env = self._own.env
@@ -281,8 +290,8 @@ class PatchStore(StoreView):
             for _ in range(_MAX_GROWTHS):
                 try:
                     with env.begin(write=True) as txn:
-                        fn(txn)
-                    return
+                        result = fn(txn)
+                    return result
                 except lmdb.MapFullError:
                     size = env.info()["map_size"] * 2
                     log.info("%s: LMDB map full, growing it to %.1f GiB", self.path, size / 2**30)

@@ -1,0 +1,100 @@
+"""The bookkeeping of one harvest run over a folder: settling files, duplicate content, old versions.
+
+Plain Python that the harvest flow calls from its single writer thread (no Prefect here):
+
+- :func:`split_settled`: in watch mode a file changed in the last ``settle_s`` seconds may still
+  be copied or recorded; it is left for a later poll instead of being harvested half-written.
+- :class:`RunLedger`: commits outcomes in order; identical content at two paths is harvested
+  and counted once (the second path is stored in ``also_at`` and reported as a duplicate);
+  at the end, a video whose path now holds other, harvested content is dropped, so an old
+  (e.g. half-copied) version never stays beside the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from trackemb import fsnames
+from trackemb.ingest import HarvestOutcome
+from trackemb.storage.store import PatchStore
+
+log = logging.getLogger(__name__)
+
+
+def split_settled(
+    paths: list[str], settle_s: float, now: float | None = None
+) -> tuple[list[str], dict[str, float]]:
+    """``(settled paths, {unsettled path: seconds since its last change})``.
+
+    A file is unsettled while its content or metadata changed less than ``settle_s`` ago (the
+    later of mtime and ctime: a growing file updates both; ``cp -p`` restores an old mtime only
+    after writing, but never ctime). Paths that cannot be stat'ed count as settled: the harvest
+    reports their error.
+    """
+    if settle_s <= 0:
+        return list(paths), {}
+    now = time.time() if now is None else now
+    ready, waiting = [], {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            ready.append(path)
+            continue
+        age = now - max(st.st_mtime, st.st_ctime)
+        if age < settle_s:
+            waiting[path] = round(max(age, 0.0), 2)
+        else:
+            ready.append(path)
+    return ready, waiting
+
+
+@dataclass
+class RunLedger:
+    """Commits each outcome into ``store`` once per content hash, in the order given."""
+
+    store: PatchStore
+    first_path: dict[str, str] = field(default_factory=dict)  # sha -> first path seen this run
+    content_at: dict[str, str] = field(default_factory=dict)  # path -> sha found there this run
+
+    def commit(self, outcome: HarvestOutcome) -> HarvestOutcome:
+        """Store ``outcome`` (or note its path on the copy already stored); returns it, re-labelled."""
+        sha, path = outcome.sha, outcome.path
+        if outcome.status in ("done", "skipped"):
+            self.content_at[path] = sha
+            first = self.first_path.setdefault(sha, path)
+            if first != path:
+                self.store.add_path(sha, path)
+                outcome.status, outcome.duplicate_of = "duplicate", first
+                outcome.harvest = None
+                log.info("%s has the same content as %s: stored once", fsnames.display(path), first)
+                return outcome
+            if outcome.status == "skipped":
+                self.store.add_path(sha, path)  # a moved or copied file: remember where it is now
+        if outcome.status == "done" and outcome.harvest is not None:
+            self.store.put_video(outcome.harvest)
+        elif outcome.status == "failed" and outcome.record is not None:
+            self.store.put_failure(outcome.record)
+        return outcome
+
+    def drop_superseded(self) -> list[str]:
+        """Drop stored videos whose path now holds other content that this run harvested.
+
+        Only content seen nowhere in this run goes: a file moved to another path of the folder is
+        kept. Returns the dropped videos' paths.
+        """
+        dropped = []
+        for rec in self.store.videos():
+            now_there = self.content_at.get(rec.fs_path)
+            if rec.status != "done" or now_there in (None, rec.sha) or rec.sha in self.first_path:
+                continue
+            if self.store.drop_video(rec.sha):
+                log.warning(
+                    "%s changed since it was harvested: dropped its old version %s (now %s)",
+                    rec.path, rec.sha[:12], now_there[:12],
+                )  # fmt: skip
+                dropped.append(rec.path)
+        return dropped
