@@ -17,9 +17,7 @@ import pytest
 from badcorpus import GrowingFile
 from synthetic import write_synthetic_video
 
-from trackemb import fsnames
 from trackemb.config import HarvestConfig
-from trackemb.storage.records import VideoRecord
 from trackemb.storage.store import open_reader
 
 pytestmark = pytest.mark.prefect
@@ -119,6 +117,9 @@ def test_watch_mode_leaves_a_growing_file_for_the_next_poll(prefect_api, tmp_pat
 
 
 def test_non_utf8_names_round_trip_through_a_record(tmp_path: Path) -> None:
+    from trackemb import fsnames
+    from trackemb.storage.records import VideoRecord
+
     raw = os.fsdecode(b"/videos/caf\xe9.mp4")
     rec = VideoRecord.from_bytes(VideoRecord(sha="a" * 64, path=raw, status="failed").to_bytes())
     assert rec.path == "/videos/caf\\xe9.mp4" and rec.fs_path == raw and rec.path_bytes == os.fsencode(raw)

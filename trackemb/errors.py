@@ -2,6 +2,30 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """The stable ``error_kind`` labels of failed video records (the README lists the same set)."""
+
+    EMPTY_FILE = "empty_file"
+    TRUNCATED = "truncated"
+    NOT_A_VIDEO = "not_a_video"
+    NO_VIDEO_STREAM = "no_video_stream"
+    ZERO_FRAMES = "zero_frames"
+    DECODE_ERROR = "decode_error"
+    NO_READER = "no_reader"
+    PERMISSION_DENIED = "permission_denied"
+    UNREADABLE = "unreadable"
+    BROKEN_SYMLINK = "broken_symlink"
+    SYMLINK_LOOP = "symlink_loop"
+    NOT_A_FILE = "not_a_file"
+    MISSING_FILE = "missing_file"
+    IO_ERROR = "io_error"
+    TRANSIENT_IO = "transient_io"
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERNAL_ERROR = "internal_error"
+
 
 class TrackembError(Exception):
     """Base class for errors trackemb reports to users."""
