@@ -25,6 +25,7 @@ class ErrorKind(StrEnum):
     TRANSIENT_IO = "transient_io"
     OUT_OF_MEMORY = "out_of_memory"
     INTERNAL_ERROR = "internal_error"
+    CRASHED = "crashed"
 
 
 class TrackembError(Exception):
