@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -225,8 +226,30 @@ def test_tensorboard_events_hold_the_expected_tags(store, tmp_path):
     assert (tb / "projector_config.pbtxt").exists()
 
 
+def _probe(cmd: list[str], probe_dir: Path, timeout: int = 180) -> dict[int, dict]:
+    """Run tests/ddp_probe.py under ``cmd``; returns what each rank recorded."""
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        "TRACKEMB_PROBE_DIR": str(probe_dir),
+    }
+    # Own session, so a hang kills torchrun *and* its workers, not just the launcher.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"training hung:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
+    return {int(p.stem[4:]): json.loads(p.read_text()) for p in probe_dir.glob("rank*.json")}
+
+
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(store, tmp_path):
+def test_torchrun_two_cpu_processes_follow_the_single_process_data_order(store, tmp_path):
     config = tmp_path / "train.toml"
     config.write_text(
         '[train]\narch = "smallcnn"\nembed_dim = 16\ninput_px = 32\nbatch_pairs = 8\nnum_workers = 0\n'
@@ -235,8 +258,8 @@ def test_torchrun_two_cpu_processes(store, tmp_path):
     with socket.socket() as sock:  # a free port for the rendezvous (torchrun's port 0 does not work here)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
+    probe = [str(REPO / "tests" / "ddp_probe.py"), "--store", str(store), "--config", str(config)]
+    ddp_cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -244,30 +267,23 @@ def test_torchrun_two_cpu_processes(store, tmp_path):
         "2",
         "--master-port",
         str(port),
-        "-m",
-        "trackemb.embedding.train",
-        "--store",
-        str(store),
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--config",
-        str(config),
-        "--steps",
-        "3",
     ]
-    # Own session, so a hang kills torchrun *and* its workers, not just the launcher.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, stderr = proc.communicate()
-        pytest.fail(f"torchrun hung:\n{stderr[-3000:]}")
-    assert proc.returncode == 0, stderr[-3000:]
+    ddp = _probe([*ddp_cmd, *probe, "--run-dir", str(tmp_path / "run"), "--steps", "3"], tmp_path / "ddp")
+    one = _probe(
+        [sys.executable, *probe, "--run-dir", str(tmp_path / "one"), "--steps", "6"], tmp_path / "one-probe"
+    )
     ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert ckpt["step"] == 3 and ckpt["sampler"]["world_size"] == 2 and ckpt["config"]["embed_dim"] == 16
     assert all(math.isfinite(float(v.float().sum())) for v in ckpt["model"].values())
+    # Step s of rank r trains on global batch 2s + r of the single-process order.
+    assert sorted(ddp) == [0, 1] and len(one[0]["batches"]) == 6
+    for r in (0, 1):
+        assert [b["step"] for b in ddp[r]["batches"]] == [0, 1, 2]
+        for b in ddp[r]["batches"]:
+            assert b["rows"] == one[0]["batches"][2 * b["step"] + r]["rows"], (r, b["step"])
+    assert ddp[1]["wrote"] == [] and ddp[0]["wrote"] == one[0]["wrote"][: len(ddp[0]["wrote"])]
+    assert {"checkpoint", "config.json", "tensorboard"} <= set(ddp[0]["wrote"])
+    assert len(list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))) == 1
 
 
 def test_window_groups_train_and_hold_out_whole_windows(tmp_path):
