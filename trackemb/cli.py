@@ -293,6 +293,13 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue exactly where the last checkpoint in RUN_DIR stopped.")
     ] = False,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: continue even though steps, schedule, data settings or the number of "
+            "processes differ from the checkpoint's (refused by default: not an exact continuation)."
+        ),
+    ] = False,
     steps: Annotated[int | None, typer.Option(help="Optimiser steps in total.")] = None,
     batch_pairs: Annotated[
         int | None, typer.Option(help="Positive pairs per batch (from many videos).")
@@ -324,7 +331,7 @@ def train(
 
     try:
         with _RichReporter():
-            result = train_flow(str(store), str(run_dir), cfg, resume=resume)
+            result = train_flow(str(store), str(run_dir), cfg, resume=resume, allow_changes=allow_changes)
     except TrackembError as exc:
         _fail(str(exc))
     _print_metrics(f"training run {run_dir} (step {result.get('step')})", result.get("metrics", {}))

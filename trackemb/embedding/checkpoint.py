@@ -8,6 +8,7 @@ unpickles code. The file is written to a temporary name and moved into place wit
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import tempfile
@@ -113,6 +114,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+# Config keys that change how a run is logged or run, not what it computes: free on resume.
+OPERATIONAL_KEYS = frozenset(
+    {"num_workers", "device", "log_every_steps", "val_every_steps", "ckpt_every_steps",
+     "projector_max_patches", "collapse_window_steps"}
+)  # fmt: skip
+
+
 def restore_training(
     path: str | Path,
     *,
@@ -122,12 +130,17 @@ def restore_training(
     sampler: Any,
     model_args: dict[str, Any],
     config: dict[str, Any],
+    allow_changes: bool = False,
 ) -> dict[str, Any]:
     """Load ``path`` into the training objects (in place) and return the checkpoint dict.
 
+    A resumed run replays the uninterrupted one exactly, so anything that would make it
+    compute something else is refused: another architecture always; other ``steps``, LR
+    schedule, mining, data or seed settings, or another number of processes unless
+    ``allow_changes`` (then the run is a continuation, not a replay, and says so).
+
     Raises:
-        TrainingError: other ``model_args`` (architecture) than this run's, or a sampler
-            state from other data; config changes that keep the architecture only warn.
+        TrainingError: naming the file, what differs (checkpoint vs this run) and how to proceed.
     """
     ckpt = load_checkpoint(path)
     if ckpt["model_args"] != model_args:
@@ -135,15 +148,61 @@ def restore_training(
             f"{path}: checkpoint model_args {ckpt['model_args']} differ from this run's {model_args}; "
             "resume with the original arch/embed_dim/input_px or start a new run dir"
         )
-    changed = sorted(k for k, v in config.items() if ckpt["config"].get(k) != v)
-    if changed:
-        log.warning("resuming %s with changed config keys: %s", path, ", ".join(changed))
+    problems = _config_changes(ckpt["config"], config)
+    theirs, ours = int(ckpt["sampler"].get("world_size", 1)), int(sampler.world_size)
+    if theirs != ours:
+        problems.append(
+            f"it was trained by {theirs} process(es), this run has {ours}: batches are dealt by global "
+            f"index (step x processes + rank), so the data order would change (torchrun --nproc-per-node {theirs})"
+        )
+    if problems and not allow_changes:
+        raise TrainingError(
+            f"{path}: refusing to resume: "
+            + "; ".join(problems)
+            + ". Resume with the checkpoint's settings, start a new run dir, or pass --allow-changes "
+            "to continue anyway (not an exact replay of an uninterrupted run)."
+        )
+    if problems:
+        log.warning("resuming %s with changes (--allow-changes): %s", path, "; ".join(problems))
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
     try:
-        sampler.load_state_dict(ckpt["sampler"])
+        sampler.load_state_dict(ckpt["sampler"], allow_world_size_change=allow_changes)
     except ValueError as exc:
         raise TrainingError(f"{path}: the store changed since this checkpoint: {exc}") from exc
     set_rng_state(ckpt["rng"])
     return ckpt
+
+
+def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every changed key that is not operational (nested tables flattened)."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key in OPERATIONAL_KEYS or old.get(key) == new.get(key):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [
+                f"{key}.{k} {a.get(k)!r} -> {b.get(k)!r}"
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)
+            ]
+        else:
+            changed.append(f"{key} {a!r} -> {b!r}")
+    return [f"config changed ({', '.join(changed)})"] if changed else []
+
+
+def resumed_metrics(
+    ckpt: dict[str, Any] | None, r1_before: float | None
+) -> tuple[dict[str, float], float | None]:
+    """The metrics and final validation R@1 a run reports before (or without) any new step.
+
+    A resumed run that is already finished trains no step: it reports its checkpoint's last
+    metrics and R@1, not empty metrics with R@1 after = before.
+    """
+    if ckpt is None:
+        return {}, r1_before
+    metrics = {k: float(v) for k, v in ckpt["metrics"].items() if k != "val_r1_before" and v is not None}
+    r1 = metrics.get("val_r1")
+    return metrics, (r1_before if r1 is None or math.isnan(r1) else r1)

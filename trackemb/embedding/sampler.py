@@ -122,12 +122,14 @@ class PairBatchSampler(Sampler[BatchSpec]):
             "world_size": self.world_size,
         }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from ``state["step"]``; refuses a state from different data or batch size."""
+    def load_state_dict(self, state: dict[str, int], *, allow_world_size_change: bool = False) -> None:
+        """Continue from ``state["step"]``; refuses a state from different data, batch size or
+        number of processes (global batch ``step * world_size + rank`` would deal other batches)."""
         mine = self.state_dict(int(state["step"]))
-        for key in ("seed", "n_pairs", "batch_pairs"):
-            if int(state[key]) != mine[key]:
-                raise ValueError(f"sampler state has {key}={state[key]}, this run has {mine[key]}")
+        keys = ("seed", "n_pairs", "batch_pairs") + (() if allow_world_size_change else ("world_size",))
+        for key in keys:
+            if int(state.get(key, 1)) != mine[key]:
+                raise ValueError(f"sampler state has {key}={state.get(key, 1)}, this run has {mine[key]}")
         self.start_step = int(state["step"])
 
 

@@ -29,7 +29,13 @@ from torch.utils.data import DataLoader
 
 from trackemb.config import TrainConfig, load_config, write_config_json
 from trackemb.embedding import monitor
-from trackemb.embedding.checkpoint import CKPT_NAME, restore_training, rng_state, save_checkpoint
+from trackemb.embedding.checkpoint import (
+    CKPT_NAME,
+    restore_training,
+    resumed_metrics,
+    rng_state,
+    save_checkpoint,
+)
 from trackemb.embedding.data import PairBatchDataset, PatchDataset, held_out_split, load_index, train_sampler
 from trackemb.embedding.distributed import all_reduce_mean, setup_distributed, teardown_distributed
 from trackemb.embedding.losses import build_loss, cosine_dist, triplet_stats
@@ -91,6 +97,7 @@ def train(
     resume: bool = False,
     writer: MetricsWriter | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
+    allow_changes: bool = False,
 ) -> TrainResult:
     """Train the encoder on a PatchStore; checkpoints, config.json and TensorBoard go to ``run_dir``.
 
@@ -184,11 +191,11 @@ def train(
             )
 
         # ============ resume ============
-        step, r1_before = 0, None
+        step, r1_before, ckpt = 0, None, None
         if resume and ckpt_path.exists():
             ckpt = restore_training(
                 ckpt_path, model=model, optimizer=optimizer, scaler=scaler, sampler=sampler,
-                model_args=model.model_args(), config=cfg.model_dump(mode="json"),
+                model_args=model.model_args(), config=cfg.model_dump(mode="json"), allow_changes=allow_changes,
             )  # fmt: skip
             step, r1_before = int(ckpt["step"]), ckpt["metrics"].get("val_r1_before")
             log.info("resumed from %s at step %d", ckpt_path, step)
@@ -205,8 +212,7 @@ def train(
 
         # ============ training loop ============
         collapse = CollapseDetector(cfg.mine.margin, cfg.collapse_window_steps)
-        metrics: dict[str, float] = {}
-        r1_after = r1_before
+        metrics, r1_after = resumed_metrics(ckpt, r1_before)  # a finished run reports its last metrics
         batches = iter(loader)
         t_last, seen = time.perf_counter(), 0
         while step < cfg.steps:
@@ -296,11 +302,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="TOML file with TrainConfig keys (top level or a [train] table).")
     parser.add_argument("--steps", type=int, help="Override the number of training steps.")
     parser.add_argument("--resume", action="store_true", help="Continue from RUN_DIR/ckpt.pt if present.")
+    parser.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="Resume even with other steps/schedule/data settings or another number of processes.",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     section = "train" if args.config and "train" in tomllib.loads(Path(args.config).read_text()) else None
     cfg = load_config(TrainConfig, args.config, {"steps": args.steps}, section=section)
-    result = train(args.store, args.run_dir, cfg, resume=args.resume)
+    result = train(args.store, args.run_dir, cfg, resume=args.resume, allow_changes=args.allow_changes)
     log.info("run dir %s, checkpoint %s, metrics %s", result.run_dir, result.checkpoint, result.metrics)
 
 

@@ -17,12 +17,21 @@ from trackemb.config import TrainConfig
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train {run_dir}")
-def train_task(store: str, run_dir: str, cfg: TrainConfig, resume: bool) -> dict[str, Any]:
+def train_task(
+    store: str, run_dir: str, cfg: TrainConfig, resume: bool, allow_changes: bool = False
+) -> dict[str, Any]:
     from trackemb.embedding.train import train
 
     # After a failed attempt a checkpoint may exist: the retry resumes from it.
     resume = resume or (Path(run_dir) / "ckpt.pt").exists()
-    result = train(store, run_dir, cfg, resume=resume, progress=progress.reporter("train steps"))
+    result = train(
+        store,
+        run_dir,
+        cfg,
+        resume=resume,
+        progress=progress.reporter("train steps"),
+        allow_changes=allow_changes,
+    )
     return result.as_dict()
 
 
@@ -35,12 +44,16 @@ def _metrics_markdown(run_dir: str, result: dict[str, Any]) -> str:
 
 @flow(name="trackemb-train", log_prints=False)
 def train_flow(
-    store: str, run_dir: str, config: TrainConfig = TrainConfig(), resume: bool = False
+    store: str,
+    run_dir: str,
+    config: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    allow_changes: bool = False,
 ) -> dict[str, Any]:
     """Train the Siamese triplet encoder on a PatchStore; TensorBoard logs go to ``run_dir``."""
     logger = get_run_logger()
     logger.info("training on %s -> %s (tensorboard --logdir %s)", store, run_dir, run_dir)
-    result = train_task(store, run_dir, config, resume)
+    result = train_task(store, run_dir, config, resume, allow_changes)
     create_markdown_artifact(
         key="train-summary", markdown=_metrics_markdown(run_dir, result), description="trackemb train"
     )
