@@ -1,18 +1,27 @@
 """One frozen pydantic model per pipeline stage, loadable from TOML plus overrides.
 
 Defaults are the small CPU demo on the bundled sample clips; field names carry their
-units (``_px``, ``_frames``, ``_frac``). Unknown keys and wrong types are errors.
+units (``_px``, ``_frames``, ``_frac``). Unknown tables, unknown keys and wrong
+types are errors (see :mod:`trackemb.configfile`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from trackemb.configfile import ConfigError, load_stage, write_config_json
+from trackemb.configfile import check_config_file as check_tables
+
+__all__ = [
+    "STAGE_TABLES", "ConfigError", "DecodeConfig", "ExportConfig", "HarvestConfig", "MineConfig",
+    "MotionConfig", "StageConfig", "TrackConfig", "TrainConfig", "check_config_file", "load_config",
+    "write_config_json",
+]  # fmt: skip
 
 
 class StageConfig(BaseModel):
@@ -224,16 +233,12 @@ class ExportConfig(StageConfig):
 
 C = TypeVar("C", bound=StageConfig)
 
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the source and the field."""
-
-
-def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        target = target.setdefault(key, {})
-    target[keys[-1]] = value
+# The tables a config file may hold; every one present is checked, whichever stage loads the file.
+STAGE_TABLES: dict[str, type[BaseModel]] = {
+    "harvest": HarvestConfig,
+    "train": TrainConfig,
+    "export": ExportConfig,
+}
 
 
 def load_config(
@@ -242,37 +247,27 @@ def load_config(
     overrides: dict[str, Any] | None = None,
     *,
     section: str | None = None,
+    allow_top_level: bool = False,
 ) -> C:
     """Build ``cls`` from an optional TOML file plus dotted-key overrides (None values are ignored).
 
     Args:
         cls: the stage model, e.g. ``HarvestConfig``.
-        toml_path: a TOML file; if ``section`` is given, only that table is used (``[harvest]``).
+        toml_path: a TOML file; if ``section`` is given, only that table is used (``[harvest]``),
+            but every table in the file is checked (:data:`STAGE_TABLES`).
         overrides: ``{"track.track_len_frames": 20}``-style values, typically from CLI flags.
         section: table name within the TOML file.
+        allow_top_level: the file may instead hold ``cls``'s keys at its top level (no tables).
 
     Raises:
-        ConfigError: unreadable TOML, unknown keys or wrong types, naming the file.
+        ConfigError: unreadable TOML, an unknown table or key (naming the nearest valid
+            name), or a wrong type; the message names the file and the table.
     """
-    data: dict[str, Any] = {}
-    source = "defaults"
-    if toml_path is not None:
-        source = str(toml_path)
-        try:
-            data = tomllib.loads(Path(toml_path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{toml_path}: cannot read config: {exc}") from exc
-        if section is not None:
-            data = data.get(section, {})
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid {cls.__name__}:\n{exc}") from exc
+    return load_stage(
+        cls, toml_path, overrides, tables=STAGE_TABLES, section=section, allow_top_level=allow_top_level
+    )
 
 
-def write_config_json(cfg: StageConfig, path: str | Path) -> None:
-    """Write the resolved config next to an output so every artifact says how it was made."""
-    Path(path).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+def check_config_file(toml_path: str | Path) -> dict[str, Any]:
+    """Check every table of a config file now (unknown tables, keys, types); returns the parsed file."""
+    return check_tables(toml_path, STAGE_TABLES)

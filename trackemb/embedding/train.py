@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from trackemb.config import TrainConfig, load_config, write_config_json
-from trackemb.embedding import monitor
+from trackemb.config import ConfigError, TrainConfig, load_config, write_config_json
+from trackemb.embedding import monitor, stop
 from trackemb.embedding.checkpoint import (
     CKPT_NAME,
     restore_training,
@@ -62,13 +61,14 @@ class TrainResult:
     checkpoint: Path
     val_r1_before: float | None
     val_r1_after: float | None
+    stopped: bool = False  # ended early by a stop request (Ctrl-C / SIGTERM), resumable
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (paths as strings), e.g. for a Prefect artifact."""
         return {
             "run_dir": str(self.run_dir), "step": self.step, "metrics": dict(self.metrics),
             "checkpoint": str(self.checkpoint), "val_r1_before": self.val_r1_before,
-            "val_r1_after": self.val_r1_after,
+            "val_r1_after": self.val_r1_after, "stopped": self.stopped,
         }  # fmt: skip
 
 
@@ -267,7 +267,8 @@ def train(
                 log_triplet_views(writer, images, emb, triplets, cfg.mine.margin, step)
                 r1_after = validate(step)
                 metrics["val_r1"] = math.nan if r1_after is None else r1_after
-            if is_main and (step % cfg.ckpt_every_steps == 0 or step == cfg.steps):
+            stopping = stop.requested()  # Ctrl-C / SIGTERM: checkpoint this step, then leave the loop
+            if is_main and (step % cfg.ckpt_every_steps == 0 or step == cfg.steps or stopping):
                 save_checkpoint(ckpt_path, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "step": step, "rng": rng_state(), "sampler": sampler.state_dict(step),
@@ -276,16 +277,24 @@ def train(
                 })  # fmt: skip
             if progress is not None:
                 progress(step, cfg.steps, metrics)
+            if stopping:
+                log.warning(
+                    "stopped at step %d of %d; checkpoint %s (continue with --resume)",
+                    step,
+                    cfg.steps,
+                    ckpt_path,
+                )
+                break
 
         # ============ finish: projector of held-out patches ============
-        if is_main and cfg.projector_max_patches > 0 and len(val_rows) > 0:
+        if is_main and cfg.projector_max_patches > 0 and len(val_rows) > 0 and not stop.requested():
             rows = val_rows[: cfg.projector_max_patches]
             sub = DataLoader(PatchDataset(reader, index.keys[rows], cfg.input_px), batch_size=256)
             emb_all, thumbs = embed_loader(model, sub, device, amp_dtype, keep_thumbnails=len(rows))
             labels = [f"{index.video_shas[index.video[r]][:8]}/{index.track[r]}" for r in rows]
             writer.embedding(emb_all, labels, thumbs, step, tag="val_patches")
         log.info("finished at step %d: val R@1 %s -> %s", step, r1_before, r1_after)
-        return TrainResult(run_dir, step, metrics, ckpt_path, r1_before, r1_after)
+        return TrainResult(run_dir, step, metrics, ckpt_path, r1_before, r1_after, stop.requested())
     finally:
         if own_writer:
             writer.close()
@@ -309,9 +318,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    section = "train" if args.config and "train" in tomllib.loads(Path(args.config).read_text()) else None
-    cfg = load_config(TrainConfig, args.config, {"steps": args.steps}, section=section)
-    result = train(args.store, args.run_dir, cfg, resume=args.resume, allow_changes=args.allow_changes)
+    try:
+        cfg = load_config(
+            TrainConfig, args.config, {"steps": args.steps}, section="train", allow_top_level=True
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    with stop.on_signals():
+        result = train(args.store, args.run_dir, cfg, resume=args.resume, allow_changes=args.allow_changes)
     log.info("run dir %s, checkpoint %s, metrics %s", result.run_dir, result.checkpoint, result.metrics)
 
 

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -25,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from trackemb import fsnames, progress
 from trackemb.config import HarvestConfig
 from trackemb.harvest_run import RunLedger, split_settled
+from trackemb.harvest_summary import build_summary, summary_markdown
 from trackemb.ingest import (
     HarvestOutcome,
     TransientIOError,
@@ -34,7 +34,7 @@ from trackemb.ingest import (
     unreadable_key,
 )
 from trackemb.pool import CRASH_RETRIES, HarvestPool, count_crash, default_workers
-from trackemb.storage.store import PatchStore
+from trackemb.storage.store import PatchStore, open_reader
 
 log = logging.getLogger(__name__)
 
@@ -89,50 +89,6 @@ def _commit(store: PatchStore, outcome: HarvestOutcome) -> None:
         store.put_video(outcome.harvest)
     elif outcome.status == "failed" and outcome.record is not None:
         store.put_failure(outcome.record)
-
-
-def _report_markdown(summary: dict[str, Any]) -> str:
-    lines = [
-        f"# Harvest of `{summary['video_dir']}`",
-        "",
-        f"Store: `{summary['store']}` — {summary['done']} harvested, {summary['skipped']} already done, "
-        f"{summary['duplicates']} duplicate content, {summary['failed']} failed, {summary['settling']} still changing; "
-        f"{summary['pairs_added']} positive pairs added, {summary['triplets']} triplets in store.",
-        "",
-        "| video | status | tracks | pairs | seconds | error |",
-        "|---|---|---:|---:|---:|---|",
-    ]
-    for row in summary["videos"]:
-        lines.append(
-            f"| {_md(Path(row['path']).name)} | {row['status']} | {row['tracks']} | {row['pairs']} | {row['seconds']:.1f} | {_md(row['error'] or row['note'])} |"
-        )
-    return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    """File names are user data: keep pipes and newlines from breaking the artifact's table."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-
-
-def _row(outcome: HarvestOutcome) -> dict[str, Any]:
-    rec = outcome.record if outcome.status in ("done", "failed") else None
-    return {
-        "path": fsnames.display(outcome.path),  # valid UTF-8 for JSON, Prefect and terminals
-        "sha": outcome.sha,
-        "status": outcome.status,
-        "tracks": rec.n_tracks if rec else 0,
-        "pairs": rec.n_pairs if rec else 0,
-        "seconds": rec.seconds if rec else 0.0,
-        "error": rec.error if rec and outcome.status == "failed" else "",
-        "error_kind": rec.error_kind if rec and outcome.status == "failed" else "",
-        "note": f"same content as {fsnames.display(outcome.duplicate_of)}" if outcome.duplicate_of else "",
-    }
-
-
-def _settling_row(path: str, age_s: float) -> dict[str, Any]:
-    note = f"changed {age_s:.1f} s ago (still being written?); harvested on a later run"
-    return {"path": fsnames.display(path), "sha": "", "status": "settling", "tracks": 0, "pairs": 0,
-            "seconds": 0.0, "error": "", "error_kind": "", "note": note}  # fmt: skip
 
 
 class HarvestFailedError(RuntimeError):
@@ -232,26 +188,19 @@ def harvest_flow(
                     pool.close()
         superseded = ledger.drop_superseded()
         n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
-    rows = [_row(o) for o in outcomes] + [_settling_row(p, age) for p, age in settling.items()]
-    summary = {
-        "video_dir": fsnames.display(video_dir),
-        "store": str(store),
-        "videos_total": len(found),
-        "done": sum(o.status == "done" for o in outcomes),
-        "skipped": sum(o.status == "skipped" for o in outcomes),
-        "duplicates": sum(o.status == "duplicate" for o in outcomes),
-        "failed": sum(o.status == "failed" for o in outcomes),
-        "settling": len(settling),
-        "superseded": superseded,
-        "pairs_added": sum(r["pairs"] for r in rows if r["status"] == "done"),
-        "triplets": n_triplets,
-        "videos": rows,
-    }
-    for row in rows:
+    with open_reader(store) as reader:  # the whole store, shards and earlier runs included
+        with_pairs = sum(v.status == "done" and v.n_pairs > 0 for v in reader.videos())
+    summary = build_summary(
+        video_dir, store, outcomes, videos_total=len(found), triplets=n_triplets,
+        videos_with_pairs=with_pairs, settling=settling, superseded=superseded,
+    )  # fmt: skip
+    for row in summary["videos"]:
         if row["status"] == "failed":
             logger.warning("FAILED %s [%s]", row["error"], row["error_kind"])
+    for warning in summary["warnings"]:
+        logger.warning(warning)
     create_markdown_artifact(
-        key="harvest-summary", markdown=_report_markdown(summary), description="trackemb harvest"
+        key="harvest-summary", markdown=summary_markdown(summary), description="trackemb harvest"
     )
     if strict and summary["failed"]:
         raise HarvestFailedError(

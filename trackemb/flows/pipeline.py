@@ -51,6 +51,14 @@ def pipeline_flow(
         train_result = train_flow(
             str(paths["store"]), str(run_dir), train, resume=(run_dir / "ckpt.pt").exists()
         )
+        if train_result.get("stopped"):  # Ctrl-C / SIGTERM: keep the checkpoint, export nothing
+            logger.warning("training stopped at step %s; re-run to continue", train_result.get("step"))
+            return {
+                "store": str(paths["store"]),
+                "run_dir": str(run_dir),
+                "train": train_result,
+                "stopped": True,
+            }
         mark_finished(run_dir, train_key, train_result)
     else:
         logger.info("training %s already finished for this store state and config; skipping", run_dir)

@@ -20,18 +20,21 @@ from trackemb.config import TrainConfig
 def train_task(
     store: str, run_dir: str, cfg: TrainConfig, resume: bool, allow_changes: bool = False
 ) -> dict[str, Any]:
+    from trackemb.embedding import stop
     from trackemb.embedding.train import train
 
     # After a failed attempt a checkpoint may exist: the retry resumes from it.
     resume = resume or (Path(run_dir) / "ckpt.pt").exists()
-    result = train(
-        store,
-        run_dir,
-        cfg,
-        resume=resume,
-        progress=progress.reporter("train steps"),
-        allow_changes=allow_changes,
-    )
+    # Installed here, inside the flow, because Prefect's engine replaces SIGTERM for the flow run.
+    with stop.on_signals():
+        result = train(
+            store,
+            run_dir,
+            cfg,
+            resume=resume,
+            progress=progress.reporter("train steps"),
+            allow_changes=allow_changes,
+        )
     return result.as_dict()
 
 

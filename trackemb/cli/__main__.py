@@ -1,0 +1,3 @@
+from trackemb.cli import main
+
+main()
