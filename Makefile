@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 RUNS   ?= runs/demo
 DEMO_CFG ?= examples/demo.toml
 CORPUS_DIR ?= $(or $(TRACKEMB_CORPUS_DIR),$(HOME)/.cache/trackemb/corpus)
+QUALITY_CFG ?=
+QUALITY_RUNS ?= runs/quality
 
-.PHONY: venv test test-fast lint demo bench corpus clean-demo help
+.PHONY: venv test test-fast lint demo bench corpus quality clean-demo help
 help:           ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -50,6 +52,9 @@ bench: venv     ## benchmarks: prints a table of measured ratios, writes bench/r
 
 corpus: venv    ## fetch the real clips of bench/corpus.toml (pip/apt clients) into $(CORPUS_DIR): train/ + heldout/
 	TRACKEMB_CORPUS_DIR=$(CORPUS_DIR) $(BIN)/python -m bench.corpus fetch
+
+quality: venv   ## corpus -> harvest train scenes -> train (QUALITY_CFG) -> export -> evaluate vs random init + pixels
+	TRACKEMB_CORPUS_DIR=$(CORPUS_DIR) $(BIN)/python -m bench.quality run --runs $(QUALITY_RUNS) $(if $(QUALITY_CFG),--config $(QUALITY_CFG))
 
 clean-demo:     ## remove the demo outputs
 	rm -rf $(RUNS)

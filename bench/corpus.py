@@ -25,7 +25,14 @@ from collections import defaultdict
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from bench.corpus_io import CorpusError, download, extract, frames_to_video, sequence_digest
+from bench.corpus_io import (
+    CorpusError,
+    download,
+    extract,
+    frames_to_video,
+    reencode_video,
+    sequence_digest,
+)
 from trackemb.tracking.decode import video_sha
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +40,7 @@ MANIFEST = Path(__file__).with_name("corpus.toml")
 CORPUS_ENV = "TRACKEMB_CORPUS_DIR"
 SPLITS = ("train", "heldout")
 REGISTRIES = ("pypi", "debian", "bundled")
+KINDS = ("video", "image")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -53,6 +61,8 @@ class Clip:
     pattern: str | None = None  # set for an image sequence: `path` is then its folder
     fps: float = 25.0  # frame rate given to a converted image sequence
     dist: str = "wheel"  # pypi: "sdist" when only a source archive is published
+    kind: str = "video"  # "image": a still used by the labelled set, not laid out for harvesting
+    reencode: bool = False  # decode what decodes and write an MP4 (a container that lies about its length)
 
     @property
     def is_sequence(self) -> bool:
@@ -60,7 +70,7 @@ class Clip:
 
     @property
     def filename(self) -> str:
-        return self.name + (".mp4" if self.is_sequence else Path(self.path).suffix.lower())
+        return self.name + (".mp4" if self.is_sequence or self.reencode else Path(self.path).suffix.lower())
 
     @property
     def source(self) -> str:
@@ -110,8 +120,10 @@ def load_manifest(path: str | Path = MANIFEST) -> list[Clip]:
         clip = Clip(**entry)
         if not _SHA.match(clip.sha256):
             raise CorpusError(f"{label}: sha256 must be 64 lowercase hex digits, got {clip.sha256!r}")
-        if clip.registry not in REGISTRIES or clip.split not in SPLITS:
-            raise CorpusError(f"{label}: registry must be one of {REGISTRIES}, split one of {SPLITS}")
+        if clip.registry not in REGISTRIES or clip.split not in SPLITS or clip.kind not in KINDS:
+            raise CorpusError(
+                f"{label}: registry must be one of {REGISTRIES}, split one of {SPLITS}, kind one of {KINDS}"
+            )
         clips.append(clip)
     names = [c.name for c in clips]
     if dup := sorted({n for n in names if names.count(n) > 1}):
@@ -126,6 +138,11 @@ def load_manifest(path: str | Path = MANIFEST) -> list[Clip]:
 
 def scenes(clips: list[Clip], split: str) -> list[str]:
     return sorted({c.scene for c in clips if c.split == split})
+
+
+def clip_paths(clips: list[Clip], root: Path, *, split: str, kind: str = "video") -> list[Path]:
+    """Cached files of one split and kind, in manifest order (call :func:`fetch` first)."""
+    return [root / "clips" / c.filename for c in clips if c.split == split and c.kind == kind]
 
 
 def check_sha(clip: Clip, got: str, where: Path) -> None:
@@ -146,7 +163,7 @@ def is_cached(clip: Clip, target: Path) -> bool:
     """A cached clip is verified: a file's hash, or a converted sequence's recorded source hash."""
     if not target.is_file():
         return False
-    if clip.is_sequence:
+    if clip.is_sequence or clip.reencode:
         try:
             return json.loads(_sidecar(target).read_text()).get("source_sha256") == clip.sha256
         except (OSError, ValueError):
@@ -159,12 +176,16 @@ def _install(clip: Clip, files: list[Path], target: Path) -> None:
     if clip.is_sequence:
         check_sha(clip, sequence_digest(files), files[0].parent if files else target)
         n = frames_to_video(files, target, clip.fps)
-        _sidecar(target).write_text(json.dumps({"source_sha256": clip.sha256, "frames": n}) + "\n")
-        return
-    if len(files) != 1:
+    elif len(files) != 1:
         raise CorpusError(f"clip {clip.name!r} ({clip.source}): not found in the package")
-    check_sha(clip, video_sha(files[0]), files[0])
-    shutil.move(files[0], target)
+    else:
+        check_sha(clip, video_sha(files[0]), files[0])
+        if not clip.reencode:
+            shutil.move(files[0], target)
+            return
+        n = reencode_video(files[0], target)
+    # A converted file is not bit-reproducible across encoders: record the verified source instead.
+    _sidecar(target).write_text(json.dumps({"source_sha256": clip.sha256, "frames": n}) + "\n")
 
 
 def fetch(clips: list[Clip], root: Path, *, log=print) -> dict[str, str]:  # noqa: ANN001
@@ -218,6 +239,8 @@ def layout(clips: list[Clip], root: Path) -> None:
     for split in SPLITS:
         shutil.rmtree(root / split, ignore_errors=True)
     for c in clips:
+        if c.kind == "image":
+            continue
         link = root / c.split / c.scene / c.filename
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path("..", "..", "clips", c.filename))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -140,38 +140,77 @@ def extract(archive: Path, members: list[tuple[str, str | None]], dest: Path) ->
     return sorted(out)
 
 
-def frames_to_video(frames: list[Path], out: Path, fps: float) -> int:
-    """Encode an image sequence (PGM, PNG, JPEG; gray or colour) as an H.264 MP4.
-
-    Frames are written in the given order as RGB (gray is replicated), near-lossless
-    (crf 15), with even dimensions as H.264 needs. The file appears atomically.
+def write_video(frames: Iterable[np.ndarray], out: Path, fps: float, size: tuple[int, int]) -> int:
+    """Encode BGR frames of ``size`` (w, h; even) as a near-lossless H.264 MP4 (crf 15), atomically.
 
     Returns:
         Frames written.
     """
     import imageio_ffmpeg
 
+    tmp = out.with_name(out.name + ".part.mp4")
+    writer = imageio_ffmpeg.write_frames(
+        str(tmp), size, fps=fps, codec="libx264", quality=None, macro_block_size=1,
+        pix_fmt_in="rgb24", pix_fmt_out="yuv420p", output_params=["-crf", "15"],
+    )  # fmt: skip
+    writer.send(None)  # start ffmpeg
+    n = 0
+    try:
+        for bgr in frames:
+            writer.send(np.ascontiguousarray(bgr[: size[1], : size[0], ::-1]))
+            n += 1
+    finally:
+        writer.close()
+    tmp.replace(out)
+    return n
+
+
+def frames_to_video(frames: list[Path], out: Path, fps: float) -> int:
+    """Encode an image sequence (PGM, PNG, JPEG; gray or colour) as an H.264 MP4.
+
+    Gray frames become RGB; an odd width or height loses its last column or row (H.264).
+
+    Returns:
+        Frames written.
+    """
     if not frames:
         raise CorpusError(f"{out.name}: no frames to convert")
     first = cv2.imread(str(frames[0]), cv2.IMREAD_COLOR)
     if first is None:
         raise CorpusError(f"{frames[0]}: not a readable image")
-    h, w = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2
-    tmp = out.with_name(out.name + ".part.mp4")
-    writer = imageio_ffmpeg.write_frames(
-        str(tmp), (w, h), fps=fps, codec="libx264", quality=None, macro_block_size=1,
-        pix_fmt_in="rgb24", pix_fmt_out="yuv420p", output_params=["-crf", "15"],
-    )  # fmt: skip
-    writer.send(None)  # start ffmpeg
-    try:
+
+    def read() -> Iterator[np.ndarray]:
         for f in frames:
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None or img.shape[:2] != first.shape[:2]:
+            if img is None or img.shape != first.shape:
                 raise CorpusError(
                     f"{f}: unreadable or not {first.shape[1]}x{first.shape[0]} like the first frame"
                 )
-            writer.send(np.ascontiguousarray(img[:h, :w, ::-1]))
+            yield img
+
+    return write_video(read(), out, fps, (first.shape[1] // 2 * 2, first.shape[0] // 2 * 2))
+
+
+def reencode_video(src: Path, out: Path) -> int:
+    """Decode every frame OpenCV can read from ``src`` and write them as an H.264 MP4.
+
+    Returns:
+        Frames written.
+    """
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    ok, first = cap.read()
+    if not ok:
+        raise CorpusError(f"{src}: no decodable frame")
+
+    def read() -> Iterator[np.ndarray]:
+        frame: np.ndarray | None = first
+        while frame is not None:
+            yield frame
+            ok, frame = cap.read()
+            frame = frame if ok else None
+
+    try:
+        return write_video(read(), out, fps, (first.shape[1] // 2 * 2, first.shape[0] // 2 * 2))
     finally:
-        writer.close()
-    tmp.replace(out)
-    return len(frames)
+        cap.release()

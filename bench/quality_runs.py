@@ -1,0 +1,154 @@
+"""Train -> export -> evaluate pipelines of the quality benchmark: ``run`` (make quality) and ``ablate``.
+
+Training and export go through the ``trackemb`` CLI, exactly as a user runs them; each step
+is skipped when its output exists (``--resume`` training, a finished export), so an
+interrupted run or ablation picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.corpus import corpus_dir, fetch, load_manifest
+from bench.quality_sets import harvest_env, harvest_folder
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "quality.json"
+Log = Callable[[str], None]
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "trackemb.cli", *args], check=True, env=harvest_env())
+
+
+def _config_args(config: Path | None) -> list[str]:
+    return ["--config", str(config)] if config else []
+
+
+def train_store(root: Path, config: Path | None = None, log: Log = print) -> Path:
+    """The training scenes harvested into ``root/stores/train.lmdb`` (default harvest settings) or,
+    when ``config`` changes the ``[harvest]`` table, into ``train-<fingerprint>.lmdb``."""
+    from trackemb.config import HarvestConfig, load_config
+
+    cfg = load_config(HarvestConfig, config, section="harvest")
+    name = "train.lmdb" if cfg == HarvestConfig() else f"train-{cfg.fingerprint()}.lmdb"
+    store = root / "stores" / name
+    harvest_folder(root / "train", store, log, extra=_config_args(config))
+    return store
+
+
+def train_export(store: Path, run_dir: Path, config: Path | None, log: Log = print) -> tuple[Path, float]:
+    """``trackemb train`` (resumable) then ``trackemb export`` into ``run_dir/{train,export}``.
+
+    Returns:
+        The export directory and the seconds spent training (0 when it was already done).
+    """
+    export = run_dir / "export"
+    if (export / "model_card.json").is_file():
+        log(f"[quality] {export} exists; not retraining")
+        return export, 0.0
+    t0 = time.perf_counter()
+    log(f"[quality] training on {store} -> {run_dir / 'train'} ({config or 'default config'}) ...")
+    _cli("train", str(store), "--run-dir", str(run_dir / "train"), *_config_args(config), "--resume")
+    seconds = time.perf_counter() - t0
+    log(f"[quality] trained in {seconds / 60:.1f} min; exporting -> {export}")
+    _cli("export", str(run_dir / "train"), "--out", str(export), "--store", str(store), *_config_args(config))
+    return export, seconds
+
+
+def run(config: Path | None, runs: Path, *, n_boot: int = 1000, log: Log = print) -> dict[str, Any]:
+    """``make quality``: corpus -> harvest the training scenes -> train -> export -> evaluate."""
+    from bench.quality import evaluate
+
+    t0 = time.perf_counter()
+    root = corpus_dir()
+    fetch(load_manifest(), root, log=log)
+    store = train_store(root, config, log)
+    log(f"[quality] training store ready after {(time.perf_counter() - t0) / 60:.1f} min: {store}")
+    export, train_s = train_export(store, runs, config, log)
+    result = evaluate(export, root=root, n_boot=n_boot, log=log)
+    result["train_seconds"] = round(train_s, 1)
+    result["total_seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def config_hash(config: Path, store: Path) -> str:
+    """What an ablation row is keyed by: the config's bytes and the store it trains on."""
+    return hashlib.sha256(config.read_bytes() + str(store.resolve()).encode()).hexdigest()[:12]
+
+
+def ablate(
+    store: Path,
+    configs: list[Path],
+    names: list[str],
+    *,
+    runs: Path,
+    results: Path = RESULTS,
+    n_boot: int = 1000,
+    log: Log = print,
+) -> list[dict[str, Any]]:
+    """Train, export and evaluate each config on the same store; append one row per config to
+    ``results`` (written after every config, so a stopped ablation resumes), skipping configs
+    whose hash already has a row."""
+    from bench.quality import evaluate
+
+    if len(names) != len(configs):
+        raise ValueError(f"{len(configs)} configs but {len(names)} names")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = json.loads(results.read_text())["rows"] if results.is_file() else []
+    for config, name in zip(configs, names, strict=True):
+        key = config_hash(config, store)
+        if any(r["config_hash"] == key for r in rows):
+            log(f"[ablate] {name}: done before ({key}); skipped")
+            continue
+        log(f"[ablate] {name} ({config}, {key})")
+        export, train_s = train_export(store, runs / f"{name}-{key}", config, log)
+        result = evaluate(export, n_boot=n_boot, log=log)
+        rows.append(
+            {"name": name, "config": str(config), "config_hash": key, "config_text": config.read_text(),
+             "store": str(store), "train_seconds": round(train_s, 1), "export": str(export),
+             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "result": result}
+        )  # fmt: skip
+        results.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        results.with_suffix(".md").write_text(ablation_table(rows) + "\n")
+    return rows
+
+
+# (set, metric) columns of the ablation table: the issue's acceptance metrics.
+COLUMNS = (
+    ("held-out real scenes", "R@1"),
+    ("held-out real scenes", "MAP@R"),
+    ("held-out real scenes", "effective rank"),
+    ("labelled generated", "MAP@R"),
+    ("labelled generated", "cross-video R@1"),
+    ("labelled generated", "effective rank"),
+)
+
+
+def _cell(sets: dict[str, Any], method: str, set_name: str, metric: str) -> str:
+    m = sets.get(set_name, {}).get("methods", {}).get(method, {}).get(metric)
+    return "–" if m is None else f"{m['value']:.3f} ({m['ci'][0]:.2f}–{m['ci'][1]:.2f})"
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per config (trained encoder), then the baselines of the latest row."""
+    head = "| config | train min | " + " | ".join(f"{s.split()[0]} {m}" for s, m in COLUMNS) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(COLUMNS)]
+    for r in rows:
+        sets = r["result"]["sets"]
+        cells = [_cell(sets, "trained", s, m) for s, m in COLUMNS]
+        lines.append(f"| {r['name']} | {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |")
+    if rows:
+        sets = rows[-1]["result"]["sets"]
+        for method in ("random_init", "raw_pixels", "pixels_pca128"):
+            cells = [_cell(sets, method, s, m) for s, m in COLUMNS]
+            lines.append(f"| *{method}* | – | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

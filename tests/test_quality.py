@@ -1,0 +1,136 @@
+"""Quality-benchmark metrics on hand-made embeddings with known answers, and the labelled generator."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `bench` is a top-level package of the repository, not installed
+
+from bench.labelled import plan_videos, render  # noqa: E402
+from bench.quality_metrics import (  # noqa: E402
+    exclude_near_frames,
+    exclude_same_video,
+    per_query,
+    score,
+)
+
+
+def _circle(degrees: list[float]) -> np.ndarray:
+    rad = np.deg2rad(degrees)
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1)
+
+
+def test_positives_must_be_ten_frames_apart() -> None:
+    # Track A at frames 0, 5, 20; track B at frames 0, 30. The frame-5 patch is a0's nearest
+    # neighbour, but it is only 5 frames away: it leaves the ranking, and b0 comes first.
+    emb = _circle([0, 5, 40, 20, 200])
+    labels = np.array([0, 0, 0, 1, 1])
+    frames = np.array([0, 5, 20, 0, 30])
+    got = per_query(emb, labels, exclude_near_frames(labels, frames, 10))
+    np.testing.assert_array_equal(got["R@1"], [0, 0, 0, 0, 0])
+    # a2's positives a0 and a1 (20 and 15 frames away) rank 3rd and 2nd behind b0: AP@R = 1/2 * 1/2.
+    np.testing.assert_allclose(got["MAP@R"], [0, 0, 0.25, 0, 0])
+    plain = per_query(emb, labels)  # without the rule, near-duplicates make retrieval look easy
+    assert plain["R@1"][0] == 1 and plain["R@1"][1] == 1
+
+
+def test_a_track_without_distant_patches_gives_no_query() -> None:
+    emb = _circle([0, 3, 90, 95])
+    labels = np.array([0, 0, 1, 1])
+    frames = np.array([0, 4, 0, 12])
+    got = per_query(emb, labels, exclude_near_frames(labels, frames, 10))
+    assert np.isnan(got["R@1"][:2]).all() and np.isnan(got["MAP@R"][:2]).all()
+    np.testing.assert_array_equal(got["R@1"][2:], [1, 1])
+
+
+def test_cross_video_r1_only_counts_other_videos() -> None:
+    # Identity X: x1a, x1b in video 1 (near-identical), x2 in video 2. Identity Y: y1 (video 1), y2 (video 2).
+    emb = _circle([0, 2, 50, 30, 120])
+    labels = np.array([0, 0, 0, 1, 1])
+    videos = np.array([1, 1, 2, 1, 2])
+    plain = per_query(emb, labels)
+    cross = per_query(emb, labels, exclude_same_video(labels, videos))
+    np.testing.assert_array_equal(plain["R@1"], [1, 1, 0, 0, 0])
+    # x1a: x1b is left out, y1 (30 deg) beats x2 (50 deg). x2: nearest is y1 (20 deg away), not x1b (48).
+    # y1: x1b (28 deg) beats y2 (90 deg). y2: x2 (70 deg) beats y1 (90 deg).
+    np.testing.assert_array_equal(cross["R@1"], [0, 0, 0, 0, 0])
+    emb2 = _circle([0, 2, 10, 100, 108])  # now each identity's other-video patch is the nearest
+    np.testing.assert_array_equal(
+        per_query(emb2, labels, exclude_same_video(labels, videos))["R@1"], [1, 1, 1, 1, 1]
+    )
+
+
+def test_without_exclusions_matches_the_library_metrics() -> None:
+    from trackemb.embedding.evaluate import retrieval_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(20), 4)
+    emb = rng.normal(size=(80, 16)) + 1.5 * rng.normal(size=(20, 16))[labels]
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    mine = per_query(emb, labels)
+    lib = retrieval_metrics(emb.astype(np.float32), labels)
+    assert np.nanmean(mine["R@1"]) == pytest.approx(lib["R@1"], abs=1e-6)
+    assert np.nanmean(mine["MAP@R"]) == pytest.approx(lib["MAP@R"], abs=1e-6)
+
+
+def test_bootstrap_intervals_contain_the_point_estimate() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(30), 3)
+    emb = rng.normal(size=(90, 32)) + rng.normal(size=(30, 32))[labels]
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    videos = np.tile([0, 1, 2], 30)  # each identity once in each of three videos
+    frames = np.tile([0, 12, 30], 30)
+    excl = {"": exclude_near_frames(labels, frames, 10), "cross-video ": exclude_same_video(labels, videos)}
+    got = score(emb, labels, labels, excludes=excl, n_boot=300, n_boot_refit=20)
+    assert set(got) == {"R@1", "MAP@R", "cross-video R@1", "cross-video MAP@R", "NMI", "effective rank"}
+    for name, m in got.items():
+        lo, hi = m["ci"]
+        assert lo <= m["value"] <= hi, name
+        assert hi > lo, name  # a real spread, not a degenerate interval
+    assert 0.2 < got["R@1"]["value"] <= 1.0 and got["effective rank"]["value"] > 5
+
+
+def test_plan_shows_every_identity_in_several_videos() -> None:
+    plan = plan_videos(16, 12, 4, np.random.default_rng(0))
+    assert all(len(set(v)) == 4 for v in plan)
+    counts = np.bincount(np.concatenate(plan), minlength=16)
+    assert (counts == 3).all()
+    with pytest.raises(ValueError):
+        plan_videos(16, 4, 4, np.random.default_rng(0))  # each identity would appear once
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    import cv2
+
+    noise = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)
+    return cv2.resize(noise, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def test_boxes_are_where_the_objects_were_pasted() -> None:
+    from bench.labelled import cut_objects
+
+    rng = np.random.default_rng(3)
+    objs = cut_objects([_texture(rng, 200) for _ in range(3)], rng)
+    background = np.full((300, 400, 3), 90, np.uint8)  # flat: any change is an object
+    occluder = np.full((300, 40, 3), 90, np.uint8)  # the same colour: occludes without drawing
+    with_obj = render("v", objs, background, occluder, np.random.default_rng(7), n_frames=12)
+    without = render(
+        "v", objs, background, occluder, np.random.default_rng(7), n_frames=12, with_objects=False
+    )
+    assert with_obj.boxes == without.boxes
+    for t, (a, b) in enumerate(zip(with_obj.frames, without.frames, strict=True)):
+        changed = np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 10
+        inside = np.zeros_like(changed)
+        for ident, boxes in with_obj.boxes.items():
+            x, y, w, h = boxes[t]
+            assert changed[y : y + h, x : x + w].mean() > 0.1, (
+                t,
+                ident,
+            )  # the object is in its box (or behind the occluder)
+            inside[max(0, y - 6) : y + h + 6, max(0, x - 6) : x + w + 6] = True  # blur spreads a few px
+        assert changed[~inside].sum() == 0, t  # and nowhere else
