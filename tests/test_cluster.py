@@ -16,6 +16,7 @@ from trackemb.config import ExportConfig
 from trackemb.embedding.cluster import ClusterError, choose_k, cluster_embeddings, kmeans
 from trackemb.embedding.embed import CSV_COLUMNS, embed_store, read_patches_csv
 from trackemb.embedding.export import export_encoder
+from trackemb.pictures import png_text
 from trackemb.storage.store import open_reader
 
 N_VIDEOS, TRACKS, PER_TRACK = 4, 3, 3
@@ -118,6 +119,31 @@ def test_cluster_outputs_follow_the_contract(embedded):
     assert summary["k_mode"] == "auto" and summary["silhouette"] == pytest.approx(result.silhouette)
     assert (export / "projector" / "projector_config.pbtxt").is_file()
     assert list((export / "projector").rglob("sprite.png"))
+
+
+def test_cluster_pictures_and_summary_name_files_not_hashes(embedded):
+    export, store, _ = embedded
+    result = cluster_embeddings(export, ExportConfig(k=3, montage_per_cluster=4, projector_max_points=20))
+    rows = read_patches_csv(export / "patches.csv")
+    files = {Path(r["video_path"]).name for r in rows}
+    summary = json.loads((export / "clusters.json").read_text())
+    for c, entry in enumerate(summary["clusters"]):
+        assert set(entry["videos"]) <= files and sum(entry["videos"].values()) == entry["size"]
+        text = png_text(export / entry["montage"])
+        assert text["Title"].startswith(f"cluster {c}: {entry['size']} patches"), text
+        top, share = next(iter(entry["videos"].items()))
+        assert text["Description"].startswith(f"{top} {100 * share / entry['size']:.0f}%"), text
+        img = cv2.imread(str(export / entry["montage"]))
+        assert (img[:20] > 200).any(), "no title drawn above the montage"
+    assert set(summary["video_files"]) == {r["video"] for r in rows}
+    # The projector has columns to colour by, names files, and is no TensorBoard run (no event file).
+    meta = (export / "projector" / "patches" / "metadata.tsv").read_text().splitlines()
+    assert meta[0].split("\t") == ["cluster", "video", "track", "role"]
+    assert all(line.split("\t")[1] in files for line in meta[1:])
+    assert not list((export / "projector").rglob("events.out.tfevents*")), (
+        "an empty run in TensorBoard's list"
+    )
+    assert result.projector_dir == export / "projector"
 
 
 def test_given_k_and_bad_inputs(embedded, tmp_path):

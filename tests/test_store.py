@@ -18,6 +18,7 @@ import pytest
 
 from trackemb.config import HarvestConfig
 from trackemb.errors import StoreError
+from trackemb.pictures import png_text
 from trackemb.storage import (
     MissingKeyError,
     PairRecord,
@@ -488,8 +489,15 @@ def test_stats_and_montage(tmp_path: Path) -> None:
     assert [t.title for t in stats_tables(stats)] == [f"PatchStore {tmp_path / 's'}", "videos", "errors"]
     out = store_montage(tmp_path / "s", tmp_path / "m" / "pairs.png", n_pairs=4, seed=0, tile_px=40)
     img = cv2.imread(str(out))
-    assert img.shape == (2 * (40 + 8) + 8, 2 * (82 + 8) + 8, 3)  # 4 pairs: 2 x 2 cells of first|last
-    assert (img[8 : 8 + 40, 8 + 40 : 8 + 42] == 230).all()  # the thin separator between first and last
+    assert img.shape[1] == 2 * (82 + 16) + 16  # 4 pairs: 2 x 2 cells of first|last, 16 px apart
+    assert (img[16 : 16 + 40, 16 + 40 : 16 + 42] == 230).all()  # the thin separator between first and last
+    caption = img[16 + 40 : 16 + 40 + 20, 16 : 16 + 82]
+    assert (caption > 200).any(), "no caption text drawn under the first pair"
+    text = png_text(out)
+    pairs = [text[f"pair {n}"] for n in range(1, 5)]
+    assert all(p.startswith("clip") and " track " in p and "frames " in p and " -> " in p for p in pairs), (
+        pairs
+    )
     with PatchStore.open(tmp_path / "empty") as empty:
         with pytest.raises(StoreError, match="no positive pairs"):
             store_montage(empty, tmp_path / "x.png")

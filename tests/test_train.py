@@ -23,6 +23,7 @@ from trackemb.embedding.model import encoder_from_args
 from trackemb.embedding.monitor import CollapseDetector, ListWriter, recall_at_1
 from trackemb.embedding.train import lr_at, train
 from trackemb.errors import TrainingError
+from trackemb.storage.store import open_reader
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,6 +225,13 @@ def test_tensorboard_events_hold_the_expected_tags(store, tmp_path):
     assert {"train/pos_dist_hist", "train/neg_dist_hist"} <= set(tags["histograms"])
     assert "train/hardest_triplets" in tags["images"]
     assert (tb / "projector_config.pbtxt").exists()
+    # Projector metadata: columns to colour by, videos by file name (the synthetic store's paths).
+    [meta] = list(tb.rglob("metadata.tsv"))
+    lines = meta.read_text().splitlines()
+    assert lines[0].split("\t") == ["video", "track", "group"] and len(lines) == 21
+    with open_reader(store) as reader:
+        names = {Path(v.path).name for v in reader.videos()}
+    assert {line.split("\t")[0] for line in lines[1:]} <= names
 
 
 def _probe(cmd: list[str], probe_dir: Path, timeout: int = 180) -> dict[int, dict]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from trackemb.config import ExportConfig
 from trackemb.embedding.embed import read_patches_csv, write_patches_csv
-from trackemb.embedding.montage import decode_bgr, tile, write_png
+from trackemb.embedding.montage import write_cluster_montages
 from trackemb.errors import TrackembError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class ClusterResult:
             "montages": [str(p) for p in self.montages],
             "projector_dir": str(self.projector_dir) if self.projector_dir else None,
         }
+
+
+def _file(row: dict[str, str]) -> str:
+    """A patch's video as a file name (the sha only when the store had no path for it)."""
+    return Path(row.get("video_path") or "").name or row["video"][:12]
 
 
 _SEED_POINTS_PER_K = 256  # k-means++ seeds are drawn from at most this many points per cluster
@@ -140,30 +145,6 @@ def choose_k(emb: np.ndarray, cfg: ExportConfig) -> tuple[int, dict[int, float]]
     return best, scores
 
 
-def _write_montages(
-    out_dir: Path,
-    reader: Any,
-    keys: list[str],
-    emb: np.ndarray,
-    labels: np.ndarray,
-    centroids: np.ndarray,
-    cfg: ExportConfig,
-) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("cluster_*.png"):
-        old.unlink()  # a previous run with a larger k must not leave stale sheets
-    paths = []
-    for c in range(len(centroids)):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            continue
-        dist = np.linalg.norm(emb[members] - centroids[c], axis=1)
-        nearest = members[np.argsort(dist, kind="stable")[: cfg.montage_per_cluster]]
-        images = [decode_bgr(b, cfg.montage_tile_px) for b in reader.get_jpegs([keys[i] for i in nearest])]
-        paths.append(write_png(out_dir / f"cluster_{c:02d}.png", tile(images)))
-    return paths
-
-
 def _write_projector(
     out_dir: Path,
     reader: Any,
@@ -173,11 +154,11 @@ def _write_projector(
     cfg: ExportConfig,
 ) -> Path:
     import torch
-    from torch.utils.tensorboard import SummaryWriter
 
     from trackemb.embedding.embed import decode_patches
+    from trackemb.embedding.projector import write_projector
 
-    shutil.rmtree(out_dir, ignore_errors=True)  # add_embedding appends to the projector config
+    shutil.rmtree(out_dir, ignore_errors=True)  # a projector config lists every embedding ever added
     rng = np.random.default_rng(cfg.seed)
     idx = np.sort(rng.choice(len(emb), size=min(cfg.projector_max_points, len(emb)), replace=False))
     # TensorBoard's sprite is one image of at most 8192 px a side.
@@ -192,15 +173,8 @@ def _write_projector(
             for s in range(0, len(idx), 256)
         ]
     )
-    meta = [[str(labels[i]), rows[i]["video"][:12], rows[i]["track"], rows[i]["role"]] for i in idx]
-    with SummaryWriter(log_dir=str(out_dir)) as writer:
-        writer.add_embedding(
-            torch.from_numpy(emb[idx]),
-            metadata=meta,
-            metadata_header=["cluster", "video", "track", "role"],
-            label_img=thumbs,
-            tag="patches",
-        )
+    meta = [[str(labels[i]), _file(rows[i]), rows[i]["track"], rows[i]["role"]] for i in idx]
+    write_projector(out_dir, emb[idx], meta, ["cluster", "video", "track", "role"], thumbs, tag="patches")
     return out_dir
 
 
@@ -258,9 +232,11 @@ def cluster_embeddings(
         row["cluster"] = int(label)
     write_patches_csv(csv_path, rows)
 
-    keys = [r["patch_id"] for r in rows]
+    keys, files = [r["patch_id"] for r in rows], [_file(r) for r in rows]
     with open_reader(store_path) as reader:
-        montages = _write_montages(export_dir / "cluster_montages", reader, keys, emb, labels, centroids, cfg)
+        montages = write_cluster_montages(
+            export_dir / "cluster_montages", reader, keys, files, emb, labels, centroids, cfg
+        )
         projector = _write_projector(export_dir / "projector", reader, rows, emb, labels, cfg)
 
     summary = {
@@ -271,11 +247,12 @@ def cluster_embeddings(
         "silhouette": silhouette,
         "silhouette_by_k": {str(kk): v for kk, v in scores.items()},
         "sizes": sizes,
+        "video_files": {r["video"]: r.get("video_path", "") for r in rows},
         "clusters": [
             {
                 "cluster": c,
                 "size": sizes[c],
-                "videos": dict(Counter(rows[i]["video"] for i in np.flatnonzero(labels == c)).most_common()),
+                "videos": dict(Counter(files[i] for i in np.flatnonzero(labels == c)).most_common()),
                 "montage": f"cluster_montages/cluster_{c:02d}.png" if sizes[c] else None,
             }
             for c in range(k)

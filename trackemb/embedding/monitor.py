@@ -29,9 +29,15 @@ class MetricsWriter(Protocol):
         """images: (N, 3, H, W) float in [0, 1], shown as one grid with ``nrow`` per row."""
 
     def embedding(
-        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+        self,
+        emb: Tensor,
+        metadata: list[list[str]],
+        thumbnails: Tensor | None,
+        step: int,
+        tag: str,
+        header: list[str] | None = None,
     ) -> None:
-        """emb: (N, D); thumbnails: (N, 3, h, w) float in [0, 1] or None."""
+        """emb: (N, D); metadata: N rows of ``header`` columns; thumbnails: (N, 3, h, w) float in [0, 1] or None."""
 
     def text(self, tag: str, text: str, step: int) -> None: ...
 
@@ -58,11 +64,18 @@ class TensorBoardWriter:
             self._tb.add_image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, padding=2), step)
 
     def embedding(
-        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+        self,
+        emb: Tensor,
+        metadata: list[list[str]],
+        thumbnails: Tensor | None,
+        step: int,
+        tag: str,
+        header: list[str] | None = None,
     ) -> None:
         self._tb.add_embedding(
-            emb.detach().float().cpu(), metadata=metadata, label_img=thumbnails, global_step=step, tag=tag
-        )
+            emb.detach().float().cpu(), metadata=metadata, label_img=thumbnails, global_step=step, tag=tag,
+            metadata_header=header,
+        )  # fmt: skip
 
     def text(self, tag: str, text: str, step: int) -> None:
         self._tb.add_text(tag, text, step)
@@ -87,7 +100,13 @@ class ListWriter:
         self.records.append(("images", tag, step, images.detach().cpu()))
 
     def embedding(
-        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+        self,
+        emb: Tensor,
+        metadata: list[list[str]],
+        thumbnails: Tensor | None,
+        step: int,
+        tag: str,
+        header: list[str] | None = None,
     ) -> None:
         self.records.append(("embedding", tag, step, (emb.detach().cpu(), metadata)))
 
@@ -118,7 +137,13 @@ class NullWriter:
         pass
 
     def embedding(
-        self, emb: Tensor, metadata: list[str], thumbnails: Tensor | None, step: int, tag: str
+        self,
+        emb: Tensor,
+        metadata: list[list[str]],
+        thumbnails: Tensor | None,
+        step: int,
+        tag: str,
+        header: list[str] | None = None,
     ) -> None:
         pass
 
@@ -226,28 +251,3 @@ def embed_loader(
     model.train(was_training)
     emb = torch.cat(embs) if embs else torch.zeros(0, 0)
     return emb, torch.cat(thumbs) if thumbs else torch.zeros(0, 3, 32, 32)
-
-
-def log_triplet_views(
-    writer: MetricsWriter,
-    images: Tensor,
-    emb: Tensor,
-    triplets: tuple[Tensor, Tensor, Tensor],
-    margin: float,
-    step: int,
-    n_show: int = 8,
-) -> None:
-    """Distance histograms of the mined triplets and a grid of the hardest ones (rows: a, p, n).
-
-    Args:
-        images: (N, 3, H, W) float in [0, 1], the batch as the encoder saw it.
-        emb: (N, D) L2-normalised embeddings of ``images``.
-    """
-    a, p, n = triplets
-    e = emb.detach().float()
-    d_ap, d_an = 1.0 - (e[a] * e[p]).sum(1), 1.0 - (e[a] * e[n]).sum(1)
-    writer.histogram("train/pos_dist_hist", d_ap, step)
-    writer.histogram("train/neg_dist_hist", d_an, step)
-    worst = (d_ap - d_an + margin).argsort(descending=True)[:n_show]
-    grid = torch.stack([images[a[worst]], images[p[worst]], images[n[worst]]], 1).flatten(0, 1)
-    writer.images("train/hardest_triplets", grid.detach().float().clamp(0, 1), step, nrow=3)

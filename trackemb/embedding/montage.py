@@ -1,16 +1,19 @@
-"""Contact sheets of patches (cv2 + numpy) for cluster montages and projector thumbnails."""
+"""Contact sheets of patches (cv2 + numpy): cluster montages with a title, size and per-file mix."""
 
 from __future__ import annotations
 
 import math
-import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from trackemb.config import ExportConfig
 from trackemb.errors import TrackembError
+from trackemb.pictures import save_png, with_caption
 
 
 def decode_bgr(jpeg: bytes, size_px: int) -> np.ndarray:
@@ -49,13 +52,40 @@ def tile(images: Sequence[np.ndarray], *, cols: int | None = None, pad_px: int =
     return sheet
 
 
-def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write a BGR uint8 image as PNG atomically (a killed run never leaves half a file)."""
-    path = Path(path)
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise TrackembError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+def _mix(files: list[str]) -> str:
+    """``box.mp4 60%, cup.mp4 30%, 1 other 10%``: which files a cluster's patches come from."""
+    counts = Counter(files).most_common()
+    parts = [f"{name} {100 * n / len(files):.0f}%" for name, n in counts[:3]]
+    if len(counts) > 3:
+        rest = sum(n for _, n in counts[3:])
+        parts.append(f"{len(counts) - 3} other {100 * rest / len(files):.0f}%")
+    return ", ".join(parts)
+
+
+def write_cluster_montages(
+    out_dir: Path,
+    reader: Any,
+    keys: list[str],
+    files: list[str],
+    emb: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    cfg: ExportConfig,
+) -> list[Path]:
+    """One sheet per cluster: the patches nearest its centre under a title (size, per-file mix)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("cluster_*.png"):
+        old.unlink()  # a previous run with a larger k must not leave stale sheets
+    paths = []
+    for c in range(len(centroids)):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        dist = np.linalg.norm(emb[members] - centroids[c], axis=1)
+        nearest = members[np.argsort(dist, kind="stable")[: cfg.montage_per_cluster]]
+        images = [decode_bgr(b, cfg.montage_tile_px) for b in reader.get_jpegs([keys[i] for i in nearest])]
+        title = f"cluster {c}: {len(members)} patches, {len(nearest)} nearest the centre shown"
+        mix = _mix([files[i] for i in members])
+        sheet = with_caption(tile(images), [title, mix], above=True)
+        paths.append(save_png(out_dir / f"cluster_{c:02d}.png", sheet, {"Title": title, "Description": mix}))
+    return paths

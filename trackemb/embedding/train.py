@@ -44,9 +44,9 @@ from trackemb.embedding.monitor import (
     CollapseDetector,
     MetricsWriter,
     embed_loader,
-    log_triplet_views,
     recall_at_1,
 )
+from trackemb.embedding.triplet_view import log_triplet_views
 from trackemb.errors import TrainingError
 from trackemb.storage.store import open_reader
 
@@ -291,8 +291,13 @@ def train(
             rows = val_rows[: cfg.projector_max_patches]
             sub = DataLoader(PatchDataset(reader, index.keys[rows], cfg.input_px), batch_size=256)
             emb_all, thumbs = embed_loader(model, sub, device, amp_dtype, keep_thumbnails=len(rows))
-            labels = [f"{index.video_shas[index.video[r]][:8]}/{index.track[r]}" for r in rows]
-            writer.embedding(emb_all, labels, thumbs, step, tag="val_patches")
+            # Columns to colour and search by in TensorBoard's projector: file, track, negative group.
+            names = {v.sha: Path(v.path).name for v in reader.videos()}
+            meta = [[names.get(s, s[:12]), str(t), str(g)] for s, t, g in zip(
+                index.video_shas[index.video[rows]], index.track[rows], index.group[rows], strict=True)]  # fmt: skip
+            writer.embedding(
+                emb_all, meta, thumbs, step, tag="val_patches", header=["video", "track", "group"]
+            )
         log.info("finished at step %d: val R@1 %s -> %s", step, r1_before, r1_after)
         return TrainResult(run_dir, step, metrics, ckpt_path, r1_before, r1_after, stop.requested())
     finally:

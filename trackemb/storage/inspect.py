@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from trackemb import pictures
 from trackemb.errors import StoreError
 from trackemb.storage import schema
 from trackemb.storage.env import StorePart, read_meta
@@ -25,10 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_GAP_PX = 8  # between pair cells
+_GAP_PX = 16  # between pair cells: wide enough that neighbouring pairs never read as one
 _SEP_PX = 2  # thin line between the first and last patch of one pair
 _BACKGROUND = 32
 _SEPARATOR = 230
+_BORDER = 110
 
 
 def collect_stats(path: Path, parts: list[StorePart]) -> dict[str, Any]:
@@ -180,10 +182,21 @@ def _tile(blob: bytes, side: int) -> np.ndarray:
     return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
 
 
+def _pair_caption(pair: Any, paths: dict[str, str], frames: dict[str, int]) -> tuple[str, str]:
+    name = Path(paths.get(pair.video_sha, pair.video_sha[:12])).name
+    return (
+        f"{name} track {pair.track_id}",
+        f"frames {frames.get(pair.anchor, '?')} -> {frames.get(pair.positive, '?')}",
+    )
+
+
 def store_montage(
     store: str | Path | StoreView, out_png: str | Path, n_pairs: int = 16, seed: int = 0, tile_px: int = 96
 ) -> Path:
     """Write a PNG grid of random positive pairs; each cell is ``first | last`` patch of one track.
+
+    Under each cell a caption names the file, the track and the two frames; the same captions
+    are stored as PNG text chunks (``pair 1``, ``pair 2``, ...).
 
     Args:
         store: store path (single or sharded), or an open store/reader.
@@ -203,25 +216,32 @@ def store_montage(
     if not pairs:
         raise StoreError(f"{reader.path}: no positive pairs in this store, nothing to show")
     rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(pairs), size=min(n_pairs, len(pairs)), replace=False).tolist())
-    cols = max(1, math.ceil(math.sqrt(len(chosen) / 2)))  # cells are 2:1, so this is roughly square
-    rows = math.ceil(len(chosen) / cols)
-    cell_w, cell_h = 2 * tile_px + _SEP_PX, tile_px
+    chosen = [pairs[i] for i in sorted(rng.choice(len(pairs), size=min(n_pairs, len(pairs)), replace=False))]
+    wanted = {k for p in chosen for k in (p.anchor, p.positive)}
+    frames = {r.key: r.frame for r in reader.patches() if r.key in wanted}
+    paths = {v.sha: v.path for v in reader.videos()}
+    cells, text = [], {"Description": "random positive pairs: first | last patch of one track"}
+    for n, pair in enumerate(chosen, 1):
+        first, last = (_tile(reader.get_jpeg(k), tile_px) for k in (pair.anchor, pair.positive))
+        sep = np.full((tile_px, _SEP_PX, 3), _SEPARATOR, np.uint8)
+        caption = _pair_caption(pair, paths, frames)
+        cells.append(pictures.with_caption(np.hstack([first, sep, last]), caption))
+        text[f"pair {n}"] = " | ".join(caption)
+    cols = max(1, math.ceil(math.sqrt(len(cells) / 2)))  # cells are about 2:1, so this is roughly square
+    rows = math.ceil(len(cells) / cols)
+    cell_h, cell_w = cells[0].shape[:2]
     canvas = np.full(
-        (rows * (cell_h + _GAP_PX) + _GAP_PX, cols * (cell_w + _GAP_PX) + _GAP_PX, 3),
-        _BACKGROUND,
-        dtype=np.uint8,
+        (rows * (cell_h + _GAP_PX) + _GAP_PX, cols * (cell_w + _GAP_PX) + _GAP_PX, 3), _BACKGROUND, np.uint8
     )
-    for n, i in enumerate(chosen):
-        y = _GAP_PX + (n // cols) * (cell_h + _GAP_PX)
-        x = _GAP_PX + (n % cols) * (cell_w + _GAP_PX)
-        canvas[y : y + tile_px, x : x + tile_px] = _tile(reader.get_jpeg(pairs[i].anchor), tile_px)
-        canvas[y : y + tile_px, x + tile_px : x + tile_px + _SEP_PX] = _SEPARATOR
-        canvas[y : y + tile_px, x + tile_px + _SEP_PX : x + cell_w] = _tile(
-            reader.get_jpeg(pairs[i].positive), tile_px
-        )
+    for n, cell in enumerate(cells):
+        y, x = _GAP_PX + (n // cols) * (cell_h + _GAP_PX), _GAP_PX + (n % cols) * (cell_w + _GAP_PX)
+        canvas[y - 1 : y + cell_h + 1, x - 1 : x + cell_w + 1] = _BORDER  # a frame around each pair
+        canvas[y : y + cell_h, x : x + cell_w] = cell
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), canvas):
-        raise StoreError(f"{out}: could not write the montage PNG (check the directory and the .png suffix)")
-    return out
+    if out.suffix.lower() != ".png":
+        raise StoreError(f"{out}: the montage must be a .png file")
+    try:
+        return pictures.save_png(out, canvas, text)
+    except OSError as exc:
+        raise StoreError(f"{out}: could not write the montage PNG: {exc}") from exc
