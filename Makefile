@@ -44,7 +44,7 @@ demo: venv      ## the sample clips end to end: harvest, inspect, train (short C
 	@echo "  training run           $(RUNS)/train   (tensorboard --logdir $(RUNS))"
 	@echo "  exported encoder       $(RUNS)/export/encoder.ts, encoder.safetensors, encoder.onnx, model_card.json"
 	@echo "  embeddings + clusters  $(RUNS)/export/embeddings.npy, patches.csv, cluster_montages/"
-	@echo "  evaluation             $(RUNS)/export/evaluation.md"
+	@echo "  evaluation             $(RUNS)/export/evaluation.md, report.html (open it in a browser)"
 	@echo "  downstream             $(BIN)/python examples/finetune.py $(RUNS)/export"
 
 bench: venv     ## benchmarks: prints a table of measured ratios, writes bench/results/*.json

@@ -115,6 +115,13 @@ def test_evaluate_run_on_held_out_videos(tmp_path):
     assert saved["methods"] == report["methods"]
     md = (run / "evaluation.md").read_text()
     assert "| raw_pixels |" in md and "| random_init |" in md and "MAP@R" in md
+    # Read without the README: a verdict, one line per metric, the held-out files by name.
+    # Every track has its own colour: all three retrieve perfectly, a tie with both baselines.
+    assert "**Verdict: the trained encoder is no better than random_init and raw_pixels (R@1 1.000 vs " in md
+    assert "9 query patches, 3 tracks, 1 video." in md
+    assert f"Held-out set: `v{val[0]}.mp4`." in md
+    for metric in ("R@1", "R@5", "MAP@R", "NMI"):
+        assert f"- **{metric}**: " in md
 
 
 def test_evaluate_run_without_held_out_videos_says_so(tmp_path):

@@ -9,7 +9,7 @@ import typer
 
 from trackemb.cli import preflight
 from trackemb.cli.app import ConfigOpt, app, load
-from trackemb.cli.present import RichReporter, out, print_files
+from trackemb.cli.present import RichReporter, err, out, print_files
 from trackemb.config import ExportConfig
 
 _E = ExportConfig()
@@ -113,6 +113,7 @@ def cluster(
     from trackemb.embedding.cluster import cluster_embeddings
 
     result = cluster_embeddings(export_dir, cfg, store_path=store).as_dict()
+    err.print(f"projector: tensorboard --logdir {export_dir / 'projector'}", markup=False, highlight=False)
     out.print_json(
         data={key: v for key, v in result.items() if not isinstance(v, list | dict) or key == "sizes"}
     )

@@ -115,12 +115,17 @@ def evaluate(
         typer.Option("--out", "-o", metavar="DIR", help="Where evaluation.md/json go (default RUN_DIR)."),
     ] = None,
 ) -> None:
-    """R@1, R@5, MAP@R and NMI on held-out tracks, next to a random-init encoder and raw pixels."""
+    """R@1, R@5, MAP@R and NMI on held-out tracks, next to a random-init encoder and raw pixels.
+
+    Writes evaluation.md/json and a one-page report.html (verdict, metrics, curves, pictures) to the output folder.
+    """
     preflight.trained_run(run_dir)
     preflight.readable_store(store)
     if out_dir is not None:
         preflight.output_dir(out_dir)
     from trackemb.embedding.evaluate import evaluate_run
+    from trackemb.embedding.report import write_report
 
     report = evaluate_run(run_dir, store, out_dir=out_dir or run_dir)
     out.print(report["markdown"], markup=False, highlight=False)
+    out.print(f"report: {write_report(out_dir or run_dir, report)}", markup=False, highlight=False)

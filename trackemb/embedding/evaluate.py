@@ -110,26 +110,10 @@ def _chance_r1(labels: np.ndarray) -> float:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    lines = [
-        f"# Evaluation of `{report['run_dir']}`",
-        "",
-        f"Held-out track retrieval on `{report['store']}` ({report['split']['mode']}): "
-        f"{report['queries']} query patches, {report['tracks']} tracks, {report['videos']} videos. "
-        "A query's positives are the other patches of its own track.",
-        "",
-        "| encoder | " + " | ".join(METRIC_NAMES) + " |",
-        "|---|" + "---:|" * len(METRIC_NAMES),
-    ]
-    for name, values in report["methods"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in METRIC_NAMES) + " |")
-    lines += [
-        "",
-        f"Chance R@1 (random ranking): {report['chance_R@1']:.3f}. Baselines are measured in the same run "
-        f"on the same patches: `random_init` is the same architecture before training (seed {report['seed']}), "
-        f"`raw_pixels` is the {RAW_PIXELS_PX}x{RAW_PIXELS_PX} RGB patch, flattened and L2-normalised.",
-        "",
-    ]
-    return "\n".join(lines)
+    """The text of ``evaluation.md``: verdict, metric definitions, baselines, held-out files."""
+    from trackemb.embedding.report import evaluation_markdown
+
+    return evaluation_markdown(report)
 
 
 def evaluate_run(

@@ -45,8 +45,10 @@ def cluster_task(export_dir: str, cfg: ExportConfig, store: str) -> dict[str, An
 @task(task_run_name="evaluate {run_dir}")
 def evaluate_task(run_dir: str, store: str, out_dir: str) -> dict[str, Any]:
     from trackemb.embedding.evaluate import evaluate_run
+    from trackemb.embedding.report import write_report
 
-    return evaluate_run(run_dir, store, out_dir=out_dir)
+    report = evaluate_run(run_dir, store, out_dir=out_dir)
+    return {**report, "report_html": str(write_report(out_dir, report))}
 
 
 @flow(name="trackemb-export", log_prints=False)
