@@ -13,4 +13,5 @@ BENCHMARKS = {
     "cluster": "bench.bench_cluster",
     "gpu": "bench.bench_gpu",
     "scaling": "bench.bench_scaling",
+    "workers": "bench.bench_workers",
 }
