@@ -173,17 +173,21 @@ class HarvestPool:
             path, future = item
             if not future.set_running_or_notify_cancel():
                 continue
-            worker = worker or self._start(slot)
-            proc, conn = worker
             try:
-                conn.send(path)
-                kind, value = conn.recv()
-            except (EOFError, OSError):
-                proc.join()
-                log.warning("harvest worker %d died on %s (exit code %s)", proc.pid, path, proc.exitcode)
-                conn.close()
-                worker = None
-                future.set_result(crash_outcome(path, proc.exitcode))
+                worker = worker or self._start(slot)
+                proc, conn = worker
+                try:
+                    conn.send(path)
+                    kind, value = conn.recv()
+                except (EOFError, OSError):
+                    proc.join()
+                    log.warning("harvest worker %d died on %s (exit code %s)", proc.pid, path, proc.exitcode)
+                    conn.close()
+                    worker = None
+                    future.set_result(crash_outcome(path, proc.exitcode))
+                    continue
+            except BaseException as exc:  # noqa: BLE001 - e.g. a worker that cannot start: never leave a future hanging
+                future.set_exception(exc)
                 continue
             if kind == "ok":
                 future.set_result(value)

@@ -43,10 +43,14 @@ def patch_fields(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         track = np.array([int(p[1]) for p in parts], np.int64)
         return keys.astype(f"S{SHA16}"), track, np.array([int(p[2]) for p in parts], np.int64)
     raw = np.frombuffer(keys.astype(f"S{PATCH_KEY_LEN}").tobytes(), np.uint8).reshape(-1, PATCH_KEY_LEN)
-    digits = (raw - ord("0")).astype(np.int64)
-    weights = 10 ** np.arange(5, -1, -1, dtype=np.int64)
-    track = digits[:, SHA16 + 1 : SHA16 + 7] @ weights
-    frame = digits[:, SHA16 + 8 : SHA16 + 14] @ weights
+
+    def number(lo: int) -> np.ndarray:
+        out = np.zeros(len(raw), np.int64)
+        for i in range(6):  # six ASCII digits, one column at a time (no (P, 30) int64 copy)
+            out = out * 10 + (raw[:, lo + i] - ord("0"))
+        return out
+
+    track, frame = number(SHA16 + 1), number(SHA16 + 8)
     return keys.astype(f"S{SHA16}"), track, frame
 
 
