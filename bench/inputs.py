@@ -167,29 +167,24 @@ def make_train_step(cfg: Any, device: Any) -> tuple[Callable[[dict[str, Any]], f
     """
     import torch
 
-    from trackemb.embedding.losses import build_loss, cosine_dist
-    from trackemb.embedding.miners import mine_at_step
     from trackemb.embedding.model import build_encoder
-    from trackemb.embedding.train import step_generator
+    from trackemb.embedding.step import TrainBatch, TrainView, build_optimizer, loss_and_stats, step_generator
 
     torch.manual_seed(cfg.seed)
     model = build_encoder(cfg.arch, cfg.embed_dim, cfg.input_px).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    view = TrainView(model)
+    optimizer = build_optimizer(model, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = build_loss(cfg.mine)
 
     def step(batch: dict[str, Any]) -> float:
-        images = batch["images"].to(device, non_blocking=True)
-        track, video = batch["track"].to(device), batch["video"].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-            emb = model(images).float()
         s = int(batch["step"])
-        triplets, _ = mine_at_step(
-            cosine_dist(emb), track, video, s, cfg.mine, step_generator(cfg.seed, s, 0)
-        )
-        loss = loss_fn(emb, indices_tuple=triplets)
+        train_batch = TrainBatch(
+            images=batch["images"].to(device, non_blocking=True), track=batch["track"].to(device),
+            group=batch["video"].to(device), apart=None, harvested=None, strength=float(batch["strength"]),
+        )  # fmt: skip
+        loss, _, _, _ = loss_and_stats(view, train_batch, s, cfg, step_generator(cfg.seed, s, 0), amp_dtype)
         value = float(loss.detach())  # the loop's one CPU-GPU sync a step
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from trackemb.config import MineConfig
 from trackemb.embedding.losses import build_loss, cosine_dist, triplet_stats
 from trackemb.embedding.miners import check_triplets, mine_at_step, mine_triplets, strategy_at
+from trackemb.errors import NegativeRuleError
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -150,11 +151,11 @@ def test_check_triplets_rejects_same_video_negative_and_foreign_positive():
     track, video = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 0, 0, 1])
     one = torch.tensor
     check_triplets(one([0]), one([1]), one([3]), track, video)
-    with pytest.raises(AssertionError, match="own video"):
+    with pytest.raises(NegativeRuleError, match="own video"):
         check_triplets(one([0]), one([1]), one([2]), track, video)
-    with pytest.raises(AssertionError, match="another track"):
+    with pytest.raises(NegativeRuleError, match="another track"):
         check_triplets(one([0]), one([2]), one([3]), track, video)
-    with pytest.raises(AssertionError):
+    with pytest.raises(NegativeRuleError):
         mine_triplets(
             torch.zeros(4, 4),
             track,
@@ -251,6 +252,6 @@ def test_window_groups_allow_same_video_negatives_only_from_other_windows(strate
     # The option off (groups = videos): never a same-video negative.
     a, _, n = mine_triplets(dist, track, video, strategy=strategy, k=8, gen=gen)
     assert len(a) > 0 and not bool((video[a] == video[n]).any())
-    with pytest.raises(AssertionError, match="own video"):
+    with pytest.raises(NegativeRuleError, match="own video"):
         same_window = (group == group[0]).nonzero()[-1]
         check_triplets(torch.tensor([0]), torch.tensor([1]), same_window, track, group)

@@ -144,13 +144,35 @@ class MineConfig(StageConfig):
         "mean",
         description="Average the triplet loss over all mined triplets, or only over the active (non-zero) ones.",
     )
+    loss: Literal["triplet", "ntxent"] = Field(
+        "triplet",
+        description="triplet: Wang & Gupta's margin loss on mined triplets. ntxent: InfoNCE over every "
+        "same-track positive against every valid negative in the batch (more negatives per anchor).",
+    )
+    temperature: float = Field(0.1, gt=0, description="Softmax temperature of the ntxent loss.")
+    in_video_negatives: bool = Field(
+        True,
+        description="Also take negatives from tracks of the anchor's own video that co-occur with it "
+        "while staying apart (see README, 'In-video negatives'); other-video negatives are always used.",
+    )
 
 
 class TrainConfig(StageConfig):
     arch: str = Field(
         "resnet18", description="Encoder backbone (see trackemb.embedding.model.list_encoders)."
     )
-    embed_dim: int = Field(128, ge=8)
+    embed_dim: int = Field(128, ge=8, description="Output width of the projection head.")
+    embed_layer: Literal["auto", "backbone", "head"] = Field(
+        "auto",
+        description="Which layer the exported encoder outputs: the pooled backbone features (before the "
+        "projection head, as SimCLR recommends), the head, or auto: the one with the better validation MAP@R.",
+    )
+    reg: Literal["none", "vicreg", "koleo"] = Field(
+        "none",
+        description="Spreading regulariser against dimensional collapse: vicreg (variance + covariance "
+        "terms on the backbone features) or koleo (nearest-neighbour entropy of the head's embeddings).",
+    )
+    reg_weight: float = Field(1.0, ge=0, description="Weight of the regulariser relative to the loss.")
     input_px: int = Field(64, ge=32, description="Side of the encoder input (patches are resized/cropped).")
     init_weights: str | None = Field(
         None, description="Optional local .pth/.safetensors backbone to start from."
@@ -167,6 +189,13 @@ class TrainConfig(StageConfig):
     aug_max_strength: float = Field(1.0, ge=0, le=1, description="Augmentation strength reached at the end.")
     aug_min_strength: float = Field(
         0.1, ge=0, le=1, description="Augmentation strength at step 0 (curriculum start)."
+    )
+    aug_color: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of the colour augmentations (saturation, hue, grayscale) kept at a given strength; "
+        "colour is the main cue for matching one object, so removing it can hurt retrieval.",
     )
     aug_ramp_frac: float = Field(
         0.5,
@@ -193,7 +222,7 @@ class TrainConfig(StageConfig):
     val_min_tracks: int = Field(
         0, ge=0, description="Only split units with at least this many tracks may be held out for validation."
     )
-    val_every_steps: int = Field(50, ge=1)
+    val_every_steps: int = Field(50, ge=1, description="Validate (and keep the best checkpoint) every N steps.")
     ckpt_every_steps: int = Field(50, ge=1)
     log_every_steps: int = Field(10, ge=1, description="Write training scalars every N steps.")
     collapse_window_steps: int = Field(
@@ -212,6 +241,11 @@ class TrainConfig(StageConfig):
 
 
 class ExportConfig(StageConfig):
+    which: Literal["best", "last"] = Field(
+        "best",
+        description="Checkpoint to export: best (highest held-out MAP@R, step 0 included, so never worse "
+        "than the untrained network on validation) or last.",
+    )
     onnx: bool = Field(True, description="Also write encoder.onnx when onnx is installed.")
     batch_size: int = Field(256, ge=1, description="Batch size when embedding patches.")
     k: int | Literal["auto"] = Field("auto", description="Number of clusters, or auto (silhouette).")

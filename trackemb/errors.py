@@ -52,3 +52,8 @@ class StoreLockedError(StoreError):
 
 class TrainingError(TrackembError):
     """Training cannot start or continue (empty store, mismatched checkpoint, non-finite loss)."""
+
+
+class NegativeRuleError(TrainingError):
+    """A mined negative breaks the rule: from the anchor's own track, or from its own video
+    (group) without being a co-occurring track that stays apart from it."""

@@ -73,7 +73,9 @@ def _erase_masks(b: int, px: int, s: float, gen: torch.Generator) -> Tensor:
     return (inside & (u[:, 4] < 0.5 * s).view(-1, 1, 1)).unsqueeze(1)
 
 
-def augment_batch(images: Tensor | Sequence[Tensor], strength: float, out_px: int, seed: int) -> Tensor:
+def augment_batch(
+    images: Tensor | Sequence[Tensor], strength: float, out_px: int, seed: int, color: float = 1.0
+) -> Tensor:
     """Augment each image independently.
 
     Args:
@@ -81,6 +83,7 @@ def augment_batch(images: Tensor | Sequence[Tensor], strength: float, out_px: in
         strength: curriculum strength in [0, 1]; 0 only resizes.
         out_px: output side.
         seed: the batch's seed; equal seeds give equal outputs.
+        color: scales the colour-changing part (saturation, hue, grayscale); 0 keeps colours.
 
     Returns:
         (B, 3, out_px, out_px) float32 in [0, 1].
@@ -108,10 +111,10 @@ def augment_batch(images: Tensor | Sequence[Tensor], strength: float, out_px: in
     mean = (x * _LUMA).sum(1, keepdim=True).mean((2, 3), keepdim=True)
     x = (x - mean) * factor(0.4 * s) + mean  # contrast
     gray = (x * _LUMA).sum(1, keepdim=True)
-    x = (x - gray) * factor(0.4 * s) + gray  # saturation
-    angles = 2 * math.pi * 0.1 * s * (2 * torch.rand(b, generator=gen) - 1) * jitter
+    x = (x - gray) * factor(0.4 * s * color) + gray  # saturation
+    angles = 2 * math.pi * 0.1 * s * color * (2 * torch.rand(b, generator=gen) - 1) * jitter
     x = torch.einsum("bij,bjhw->bihw", _hue_matrices(angles), x).clamp_(0.0, 1.0)
-    to_gray = (torch.rand(b, generator=gen) < 0.2 * s).view(b, 1, 1, 1)
+    to_gray = (torch.rand(b, generator=gen) < 0.2 * s * color).view(b, 1, 1, 1)
     x = torch.where(to_gray, (x * _LUMA).sum(1, keepdim=True).expand_as(x), x)
     return x.masked_fill(_erase_masks(b, out_px, s, gen), 0.0)
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -63,6 +63,13 @@ class ModelCard(BaseModel):
     card_schema: int = Field(CARD_SCHEMA, description="Version of this card layout.")
     architecture: str
     embedding_dim: int = Field(ge=2, le=8192)
+    embedding_layer: Literal["head", "backbone"] = Field(
+        "head",
+        description="What the encoder outputs: the projection head, or the backbone features before it.",
+    )
+    head_dim: int | None = Field(
+        None, ge=2, le=8192, description="Projection head width (rebuilds the head)."
+    )
     input_size: tuple[int, int] = Field(description="[H, W] of the float RGB input in [0, 1].")
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -216,15 +223,27 @@ def training_summary(ckpt: dict[str, Any], store_summary: dict[str, Any] | None)
     compact = {
         k: v for k, v in json_safe(summary).items() if v is None or isinstance(v, int | float | str | bool)
     }
-    config = ckpt.get("config") or {}
-    if isinstance(compact.get("videos_done"), int) and "val_frac" in config:
-        from trackemb.embedding.data import split_videos
-
-        held_out = split_videos(
-            compact["videos_done"], float(config["val_frac"]), int(config.get("seed", 0))
-        )[1]
-        compact["held_out_videos"] = len(held_out)
+    # What training really used (from the run's persisted split), not what the store holds now.
+    used = ckpt.get("data_summary")
+    if isinstance(used, dict):
+        compact.update({k: v for k, v in json_safe(used).items() if isinstance(v, int | float | str | None)})
     return compact
+
+
+def validation_summary(run_dir: Path, ckpt: dict[str, Any], which: str) -> dict[str, Any]:
+    """Held-out validation of the untrained network (step 0), the best and the last validation."""
+    state = ckpt.get("best") if isinstance(ckpt.get("best"), dict) else {}
+    last_path = run_dir / "ckpt.pt"
+    if which == "best" and last_path.is_file():  # the best checkpoint's history stops at its own step
+        from trackemb.embedding.checkpoint import load_checkpoint
+
+        last = load_checkpoint(last_path)
+        state = last.get("best") if isinstance(last.get("best"), dict) else state
+    history = state.get("history") or []
+    return json_safe({
+        "exported": which, "exported_step": ckpt.get("step"), "step_0": state.get("initial"),
+        "best": state.get("best"), "last": history[-1] if history else None,
+    })  # fmt: skip
 
 
 def run_metrics(run_dir: Path, ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 CKPT_NAME = "ckpt.pt"
+BEST_CKPT_NAME = "ckpt_best.pt"  # best validation so far (step 0 included): what export ships by default
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,12 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from trackemb.config import TrainConfig
 from trackemb.embedding.augment import aug_strength, augment_batch, to_input
 from trackemb.embedding.sampler import BatchSpec, PairBatchSampler, train_sampler
+from trackemb.embedding.split import held_out_split, split_groups, split_videos
 from trackemb.storage.columns import owned_keys, patch_fields, split_pair_keys, triplet_columns
+from trackemb.storage.records import TrackRecord
 from trackemb.storage.schema import PAIRS, PATCHES, SHA16
 from trackemb.storage.store import StoreReader, open_reader
+from trackemb.tracking.cooccur import apart_tracks
 
 __all__ = [
     "BatchSpec", "PairBatchDataset", "PairBatchSampler", "PatchDataset", "StoreIndex", "load_index",
@@ -54,6 +57,10 @@ class StoreIndex:
         group: (P,) int64, negative group: the video label, or with a time window one label per
             (video, window of the track's start); a track never spans two groups.
         group_video: (G,) int64, the video label of each group.
+        group_key: (G,) str, stable name of each group: the video's sha, plus ``#w<window>`` with a
+            time window; a run's persisted split lists these.
+        apart: (K, 2) int64 track labels of co-occurring tracks of one video that stay apart
+            (valid in-video negatives), both orders listed.
     """
 
     keys: np.ndarray
@@ -64,6 +71,16 @@ class StoreIndex:
     triplets: np.ndarray
     group: np.ndarray
     group_video: np.ndarray
+    group_key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.str_))
+    apart: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+
+    @property
+    def n_tracks(self) -> int:
+        return int(self.track.max(initial=-1)) + 1
+
+    def apart_keys(self) -> np.ndarray:
+        """Sorted ``a * n_tracks + b`` codes of :attr:`apart`, for fast batch lookups."""
+        return np.sort(self.apart[:, 0] * self.n_tracks + self.apart[:, 1])
 
     def track_group(self) -> np.ndarray:
         """(n_tracks,) int64: the group of each track label, to relabel batches by track."""
@@ -143,55 +160,38 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
         triplets=rows(*triplet_columns(reader)),
         group=track_group[track] if len(track) else np.zeros(0, np.int64),
         group_video=groups[:, 0].astype(np.int64),
+        group_key=np.array(
+            [used[v] if window_s is None else f"{used[v]}#w{w}" for v, w in groups.tolist()], dtype=np.str_
+        ),
+        apart=_apart_labels(reader, used, track_video, track_id[first]),
     )
 
 
-def split_videos(
-    n_videos: int, val_frac: float, seed: int, min_train: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out ``round(n_videos * val_frac)`` videos (leaving at least ``min_train``), chosen by ``seed``.
+def _apart_labels(
+    reader: StoreReader, used: list[str], track_video: np.ndarray, track_ids: np.ndarray
+) -> np.ndarray:
+    """(K, 2) track labels of apart track pairs (both orders); schema-1 records (``apart`` None) are derived.
 
-    Returns:
-        (train_video_ids, val_video_ids), sorted int64 arrays.
+    Args:
+        used: video shas by video label. track_video, track_ids: video label and per-video track id
+            of each track label.
     """
-    return _split_units(n_videos, val_frac, seed, np.ones(n_videos, bool), min_train)
-
-
-def _split_units(
-    n_units: int, val_frac: float, seed: int, eligible: np.ndarray, min_train: int
-) -> tuple[np.ndarray, np.ndarray]:
-    n_val = min(int(round(n_units * val_frac)), max(0, n_units - min_train))
-    perm = np.random.default_rng([seed, 7]).permutation(n_units)
-    val = perm[eligible[perm]][:n_val]
-    return np.sort(np.setdiff1d(perm, val)), np.sort(val)
-
-
-def split_groups(
-    index: StoreIndex, val_frac: float, seed: int, *, val_by: str = "video", min_tracks: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out split in negative groups; with one group per video and defaults it is :func:`split_videos`.
-
-    Units are videos (``val_by="video"``: a held-out video takes all its groups) or groups
-    (``val_by="group"``: e.g. one time window of a long video, disjoint from every
-    training group). ``round(n_units * val_frac)`` units are held out, leaving two for
-    training, chosen in a seeded order among units with at least ``min_tracks`` tracks:
-    R@1 over a handful of tracks says little.
-
-    Returns:
-        (train_group_ids, val_group_ids), sorted int64 arrays.
-    """
-    unit_of_group = index.group_video if val_by == "video" else np.arange(len(index.group_video))
-    n_units = len(index.video_shas) if val_by == "video" else len(index.group_video)
-    unit_of_track = unit_of_group[index.track_group()]
-    tracks_per_unit = np.bincount(unit_of_track, minlength=n_units)
-    _, val_units = _split_units(n_units, val_frac, seed, tracks_per_unit >= min_tracks, 2)
-    val = np.flatnonzero(np.isin(unit_of_group, val_units))
-    return np.setdiff1d(np.arange(len(unit_of_group)), val), val
-
-
-def held_out_split(index: StoreIndex, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(train_group_ids, val_group_ids) of ``index`` for ``cfg``; evaluation recomputes it the same way."""
-    return split_groups(index, cfg.val_frac, cfg.seed, val_by=cfg.val_by, min_tracks=cfg.val_min_tracks)
+    label = {(int(v), int(t)): i for i, (v, t) in enumerate(zip(track_video, track_ids, strict=True))}
+    row_of_video = {sha: i for i, sha in enumerate(used)}
+    by_video: dict[int, list[TrackRecord]] = {}
+    for t in reader.tracks():
+        v = row_of_video.get(t.video_sha)
+        if v is not None and (v, t.track_id) in label:
+            by_video.setdefault(v, []).append(t)
+    out: list[tuple[int, int]] = []
+    for v, recs in by_video.items():
+        if any(t.apart is None for t in recs):
+            derived = apart_tracks([(t.track_id, t.frames, t.boxes) for t in recs])
+        else:
+            derived = {t.track_id: t.apart or [] for t in recs}
+        for tid, others in derived.items():
+            out += [(label[(v, tid)], label[(v, o)]) for o in others if (v, o) in label]
+    return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
 
 
 class _LazyStore:
@@ -238,7 +238,9 @@ class PairBatchDataset(_LazyStore, Dataset[dict[str, Any]]):
     def __getitem__(self, spec: BatchSpec) -> dict[str, Any]:
         strength = aug_strength(spec.step, self.cfg)
         seed = int(np.random.SeedSequence([self.cfg.seed, spec.step, spec.rank]).generate_state(1)[0])
-        images = augment_batch(self._decode_rows(spec.rows), strength, self.cfg.input_px, seed)
+        images = augment_batch(
+            self._decode_rows(spec.rows), strength, self.cfg.input_px, seed, self.cfg.aug_color
+        )
         return {
             "images": images,
             "track": torch.from_numpy(self.track[spec.rows]),

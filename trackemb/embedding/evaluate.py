@@ -24,7 +24,7 @@ from trackemb.errors import TrackembError
 log = logging.getLogger(__name__)
 
 RAW_PIXELS_PX = 16  # 16 x 16 x 3 = 768 dims: small enough that noise does not dominate distances
-METRIC_NAMES = ("R@1", "R@5", "MAP@R", "NMI")
+METRIC_NAMES = ("R@1", "R@5", "MAP@R", "NMI", "eff_rank")
 
 
 def recall_at_k(emb: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -58,7 +58,9 @@ def recall_at_k(emb: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5
     return {k: hits[k] / len(queries) for k in ks}
 
 
-def retrieval_metrics(emb: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+def retrieval_metrics(
+    emb: np.ndarray, labels: np.ndarray, *, seed: int = 0, nmi: bool = True
+) -> dict[str, float]:
     """R@1, R@5 and MAP@R (leave-one-out retrieval) and NMI (k-means with one cluster per label).
 
     R@1, MAP@R and NMI come from pytorch-metric-learning's ``AccuracyCalculator``; R@5 from
@@ -68,6 +70,7 @@ def retrieval_metrics(emb: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> 
         emb: (N, D) float, L2-normalised.
         labels: (N,) int; points sharing a label are each other's positives.
         seed: k-means seed for NMI.
+        nmi: also compute NMI (k-means; skip it for quick validation during training).
 
     Returns:
         ``{"R@1", "R@5", "MAP@R", "NMI", "queries", "classes"}``.
@@ -82,7 +85,7 @@ def retrieval_metrics(emb: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> 
             f"need (N, D) embeddings and N labels with N >= 2, got {emb.shape} and {labels.shape}"
         )
     calc = AccuracyCalculator(
-        include=("precision_at_1", "mean_average_precision_at_r", "NMI"),
+        include=("precision_at_1", "mean_average_precision_at_r", *(("NMI",) if nmi else ())),
         k="max_bin_count",
         device=torch.device("cpu"),
         # min_points_per_centroid=1: few points per track is the normal case, not a warning.
@@ -96,7 +99,7 @@ def retrieval_metrics(emb: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> 
         "R@1": float(acc["precision_at_1"]),
         "R@5": recall[5],
         "MAP@R": float(acc["mean_average_precision_at_r"]),
-        "NMI": float(acc["NMI"]),
+        "NMI": float(acc["NMI"]) if nmi else float("nan"),
         "queries": int(counts[counts > 1].sum()),
         "classes": len(counts),
     }
@@ -123,15 +126,19 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 256,
+    which: str = "best",
 ) -> dict[str, Any]:
     """Evaluate a training run on held-out tracks and write ``evaluation.{json,md}``.
 
     Args:
-        run_dir: training output with ``ckpt.pt``.
-        store_path: the PatchStore the run trained on (the split is recomputed from it).
+        run_dir: training output with ``ckpt_best.pt`` / ``ckpt.pt`` and ``split.json``.
+        store_path: the PatchStore the run trained on; held-out groups are read from the run's
+            ``split.json`` (videos harvested later are never scored), or, for runs made before
+            splits were saved, recomputed from the checkpoint's config.
         out_dir: where to write the report (default ``run_dir``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         batch_size: patches per forward pass.
+        which: ``"best"`` (what ``export`` ships by default) or ``"last"`` checkpoint.
 
     Returns:
         The report: split, counts, ``methods`` -> {trained, random_init, raw_pixels} -> metrics,
@@ -144,20 +151,27 @@ def evaluate_run(
     from trackemb.embedding.embed import embed_keys, resolve_device
     from trackemb.embedding.export import encoder_from_checkpoint
     from trackemb.embedding.model import encoder_from_args
+    from trackemb.embedding.rank import effective_rank
+    from trackemb.embedding.split import groups_of, read_split
     from trackemb.storage.store import open_reader
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
-    model, ckpt = encoder_from_checkpoint(run_dir)
+    model, ckpt = encoder_from_checkpoint(run_dir, which)
     config = ckpt.get("config") or {}
     val_frac, seed = float(config.get("val_frac", 0.2)), int(config.get("seed", 0))
     window_s = config.get("negative_window_s")
     index = load_index(store_path, window_s)
     # The training split: held-out videos, or held-out time windows with val_by="group".
     val_by = str(config.get("val_by", "video"))
-    _, val_groups = split_groups(
-        index, val_frac, seed, val_by=val_by, min_tracks=int(config.get("val_min_tracks", 0))
-    )
+    persisted = read_split(run_dir)
+    if persisted is not None:
+        val_groups = groups_of(index, persisted["val_groups"])
+    else:
+        log.warning("%s has no split.json (made before splits were saved); recomputing the split", run_dir)
+        _, val_groups = split_groups(
+            index, val_frac, seed, val_by=val_by, min_tracks=int(config.get("val_min_tracks", 0))
+        )
     val_videos = np.unique(index.group_video[val_groups])
     mode = "held-out videos" if val_by == "video" else f"held-out {window_s} s windows"
     if len(val_videos) == 0:
@@ -182,7 +196,7 @@ def evaluate_run(
     input_px = int(ckpt["model_args"]["input_px"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # training builds its encoder right after seeding with cfg.seed
-        random_model = encoder_from_args(ckpt["model_args"]).eval()
+        random_model = encoder_from_args({**ckpt["model_args"], "embed_layer": model.embed_layer}).eval()
     encoders = {
         "trained": (model.to(dev), input_px),
         "random_init": (random_model.to(dev), input_px),
@@ -192,13 +206,15 @@ def evaluate_run(
     with reader:
         for name, (encode, px) in encoders.items():
             emb = embed_keys(encode, reader, keys, input_px=px, batch_size=batch_size, device=dev)
-            methods[name] = retrieval_metrics(emb, labels, seed=seed)
+            methods[name] = retrieval_metrics(emb, labels, seed=seed) | {"eff_rank": effective_rank(emb)}
             log.info("%s: %s", name, {m: round(methods[name][m], 3) for m in METRIC_NAMES})
 
     report: dict[str, Any] = {
         "run_dir": str(run_dir),
         "store": str(store_path),
         "step": int(ckpt["step"]) if "step" in ckpt else None,
+        "checkpoint": which,
+        "embedding_layer": model.embed_layer,
         "seed": seed,
         "split": {
             "mode": mode,

@@ -34,8 +34,10 @@ from trackemb.embedding.card import (
     read_card,
     run_metrics,
     training_summary,
+    validation_summary,
     verify_file,
 )
+from trackemb.embedding.checkpoint import BEST_CKPT_NAME, CKPT_NAME
 from trackemb.embedding.model import encoder_from_args
 from trackemb.errors import TrackembError, TrainingError
 
@@ -48,8 +50,19 @@ class ExportError(TrackembError):
     """A run cannot be exported, or an exported file does not reproduce the model."""
 
 
-def load_run_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """Load ``run_dir/ckpt.pt`` with ``weights_only=True`` and check it describes an encoder.
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """``ckpt_best.pt`` for ``which="best"`` (``ckpt.pt`` for runs made before keep-best), else ``ckpt.pt``."""
+    run_dir = Path(run_dir)
+    best = run_dir / BEST_CKPT_NAME
+    if which == "best" and best.is_file():
+        return best
+    if which == "best" and (run_dir / CKPT_NAME).is_file():
+        log.info("%s has no %s (made before keep-best); using %s", run_dir, BEST_CKPT_NAME, CKPT_NAME)
+    return run_dir / CKPT_NAME
+
+
+def load_run_checkpoint(run_dir: str | Path, which: str = "best") -> dict[str, Any]:
+    """Load a run's best (default) or last checkpoint with ``weights_only=True``; check it describes an encoder.
 
     Raises:
         ExportError: missing file, a checkpoint that needs pickle or has another schema, or
@@ -57,7 +70,7 @@ def load_run_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     """
     from trackemb.embedding.checkpoint import load_checkpoint
 
-    path = Path(run_dir) / "ckpt.pt"
+    path = checkpoint_path(run_dir, which)
     if not path.is_file():
         raise ExportError(f"{path}: no checkpoint; train first (`trackemb train`) or pass the run directory")
     try:
@@ -73,10 +86,20 @@ def load_run_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def encoder_from_checkpoint(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained encoder of a run (CPU, eval mode) and return it with its checkpoint."""
-    ckpt = load_run_checkpoint(run_dir)
-    model = encoder_from_args(ckpt["model_args"])
+def export_layer(ckpt: dict[str, Any]) -> str:
+    """The layer to ship: the config's ``embed_layer``, or with "auto" the best validation's layer."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    layer = str(config.get("embed_layer", "head"))
+    if layer != "auto":
+        return layer
+    best = (ckpt.get("best") or {}).get("best") or {}
+    return str(best.get("layer", "head"))
+
+
+def encoder_from_checkpoint(run_dir: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a run's trained encoder (CPU, eval mode), outputting its export layer, with its checkpoint."""
+    ckpt = load_run_checkpoint(run_dir, which)
+    model = encoder_from_args({**ckpt["model_args"], "embed_layer": export_layer(ckpt)})
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:
@@ -187,7 +210,7 @@ def export_encoder(
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, ckpt = encoder_from_checkpoint(run_dir)
+    model, ckpt = encoder_from_checkpoint(run_dir, cfg.which)
     args = ckpt["model_args"]
     input_px = int(args["input_px"])
 
@@ -213,11 +236,13 @@ def export_encoder(
     card = ModelCard(
         architecture=str(args["arch"]),
         embedding_dim=dim,
+        embedding_layer=model.embed_layer,
+        head_dim=int(args["embed_dim"]),
         input_size=(input_px, input_px),
         mean=tuple(float(x) for x in args.get("mean", (0.0, 0.0, 0.0))),
         std=tuple(float(x) for x in args.get("std", (1.0, 1.0, 1.0))),
         training_data=training_summary(ckpt, store_summary),
-        metrics=run_metrics(run_dir, ckpt),
+        metrics=run_metrics(run_dir, ckpt) | {"validation": validation_summary(run_dir, ckpt, cfg.which)},
         trackemb_version=trackemb.__version__,
         config=config,
         export_config=cfg.model_dump(mode="json"),
@@ -253,15 +278,21 @@ def load_encoder(path: str | Path) -> nn.Module:
         export_dir = export_dir.parent
     card = read_card(export_dir)
     weights_path = verify_file(export_dir, card, "encoder.safetensors")
-    model = encoder_from_args(
-        {"arch": card.architecture, "embed_dim": card.embedding_dim, "input_px": card.input_size[0]}
-    )
+    model = encoder_from_args({
+        "arch": card.architecture, "embed_dim": card.head_dim or card.embedding_dim,
+        "input_px": card.input_size[0], "embed_layer": card.embedding_layer,
+    })  # fmt: skip
     try:
         model.load_state_dict(load_file(str(weights_path)), strict=True)
     except RuntimeError as exc:
         raise ModelCardError(
             f"{weights_path}: weights do not fit {card.architecture} as described: {exc}"
         ) from exc
+    if model.out_dim != card.embedding_dim:
+        raise ModelCardError(
+            f"{weights_path}: weights do not fit {card.architecture} as described: its {card.embedding_layer} "
+            f"outputs {model.out_dim} dims, the card says embedding_dim {card.embedding_dim}"
+        )
     rebuilt = getattr(model, "model_args", None)
     if callable(rebuilt):
         got = rebuilt()

@@ -1,9 +1,12 @@
-"""Triplet miners: pure functions from a distance matrix and labels to PML index triplets.
+"""Miners: pure functions from a distance matrix and labels to PML index tuples.
 
-A positive shares the anchor's track. A negative comes from another *video*: patches of
-other tracks in the same video may show the same object class (or even the same object
-re-detected), so they are never used as negatives. Every miner's output is checked by
-:func:`check_triplets`, like PML's ``BaseMiner.output_assertion``.
+A positive shares the anchor's track. A negative comes from another *video*, or from a
+track of the anchor's own video that co-occurs with the anchor's track while staying apart
+(``apart``; the rule is in ``trackemb.tracking.cooccur``). Any other track of the same video
+may show the same object re-detected, so it is never a negative. Every miner's output is
+checked by :func:`check_triplets` / :func:`check_pairs`, which raise
+:class:`~trackemb.errors.NegativeRuleError` (like PML's ``BaseMiner.output_assertion``, but a
+real exception that ``python -O`` cannot remove).
 
 "Video" labels are negative *groups*: the video by default; with the opt-in
 ``TrainConfig.negative_window_s`` training passes one label per time window of a video,
@@ -16,19 +19,75 @@ import torch
 from torch import Tensor
 
 from trackemb.config import MineConfig
+from trackemb.errors import NegativeRuleError
 
 Triplets = tuple[Tensor, Tensor, Tensor]
+Pairs = tuple[Tensor, Tensor, Tensor, Tensor]
 STRATEGIES = ("random", "wang_gupta", "batch_hard")
 
 
-def check_triplets(a: Tensor, p: Tensor, n: Tensor, track_ids: Tensor, video_ids: Tensor) -> None:
-    """Assert that (a, p, n) are valid: same lengths, positives share the track, negatives another video."""
-    assert a.shape == p.shape == n.shape and a.ndim == 1, (a.shape, p.shape, n.shape)
+def negative_mask(video_ids: Tensor, apart: Tensor | None = None) -> Tensor:
+    """(N, N) bool: column j may be a negative of row i (another video, or an apart track)."""
+    ok = video_ids[:, None] != video_ids[None, :]
+    return ok if apart is None else ok | apart
+
+
+def _check_negatives(
+    a: Tensor, n: Tensor, track_ids: Tensor, video_ids: Tensor, apart: Tensor | None
+) -> None:
+    if bool((track_ids[a] == track_ids[n]).any()):
+        raise NegativeRuleError("negative from the anchor's own track")
+    same_group = video_ids[a] == video_ids[n]
+    allowed = apart[a, n] if apart is not None else torch.zeros_like(same_group)
+    if bool((same_group & ~allowed).any()):
+        raise NegativeRuleError(
+            "negative from the anchor's own video (group) that is not a co-occurring, apart track"
+        )
+
+
+def check_triplets(
+    a: Tensor, p: Tensor, n: Tensor, track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None
+) -> None:
+    """Check (a, p, n): equal lengths, positives share the track, negatives follow the rule.
+
+    Raises:
+        NegativeRuleError: a broken triplet (the message says which rule).
+    """
+    if not (a.shape == p.shape == n.shape and a.ndim == 1):
+        raise NegativeRuleError(f"triplet index shapes differ: {a.shape}, {p.shape}, {n.shape}")
     if len(a) == 0:
         return
-    assert bool((a != p).all()), "anchor used as its own positive"
-    assert bool((track_ids[a] == track_ids[p]).all()), "positive from another track"
-    assert bool((video_ids[a] != video_ids[n]).all()), "negative from the anchor's own video (group)"
+    if bool((a == p).any()):
+        raise NegativeRuleError("anchor used as its own positive")
+    if bool((track_ids[a] != track_ids[p]).any()):
+        raise NegativeRuleError("positive from another track")
+    _check_negatives(a, n, track_ids, video_ids, apart)
+
+
+def check_pairs(pairs: Pairs, track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None) -> None:
+    """Check PML pairs ``(a1, p, a2, n)`` like :func:`check_triplets`.
+
+    Raises:
+        NegativeRuleError: a broken pair.
+    """
+    a1, p, a2, n = pairs
+    if bool((a1 == p).any()) or bool((track_ids[a1] != track_ids[p]).any()):
+        raise NegativeRuleError("positive pair that is not two distinct patches of one track")
+    if len(a2):
+        _check_negatives(a2, n, track_ids, video_ids, apart)
+
+
+def mine_pairs(track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None) -> Pairs:
+    """Every positive pair and every valid negative pair of the batch (for NT-Xent / InfoNCE).
+
+    Returns:
+        ``(a1, p, a2, n)`` long tensors, checked by :func:`check_pairs`.
+    """
+    a1, p = _positive_pairs(track_ids)
+    a2, n = negative_mask(video_ids, apart).nonzero(as_tuple=True)
+    out = (a1, p, a2, n)
+    check_pairs(out, track_ids, video_ids, apart)
+    return out
 
 
 def _empty(device: torch.device) -> Triplets:
@@ -124,6 +183,7 @@ def mine_triplets(
     top_k: int = 4,
     random_violators: int = 2,
     harvested: Triplets | None = None,
+    apart: Tensor | None = None,
 ) -> Triplets:
     """Mine (anchor_idx, positive_idx, negative_idx) from one batch.
 
@@ -143,6 +203,8 @@ def mine_triplets(
         random_violators: extra violating negatives per pair (``wang_gupta``).
         harvested: precomputed triplets (the store's triplet table laid out in the batch);
             with ``strategy="random"`` they are returned as they are, after checking.
+        apart: optional (N, N) bool, True where two rows are patches of co-occurring tracks of
+            one video that stay apart: such rows are valid negatives of each other too.
 
     Returns:
         Three (T,) long tensors; T may be 0 (e.g. one video in the batch).
@@ -151,7 +213,7 @@ def mine_triplets(
         raise ValueError(f"unknown mining strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     assert dist.ndim == 2 and dist.shape[0] == dist.shape[1] == len(track_ids) == len(video_ids)
     dist = dist.detach()
-    neg_ok = video_ids[:, None] != video_ids[None, :]
+    neg_ok = negative_mask(video_ids, apart)
     if len(track_ids) == 0:
         out = _empty(dist.device)
     elif strategy == "random" and harvested is not None:
@@ -168,7 +230,7 @@ def mine_triplets(
             out = _mine_wang_gupta(
                 dist, a, p, neg_ok, k=k, top_k=top_k, violators=random_violators, margin=margin, gen=gen
             )
-    check_triplets(*out, track_ids, video_ids)
+    check_triplets(*out, track_ids, video_ids, apart)
     return out
 
 
@@ -185,6 +247,7 @@ def mine_at_step(
     cfg: MineConfig,
     gen: torch.Generator,
     harvested: Triplets | None = None,
+    apart: Tensor | None = None,
 ) -> tuple[Triplets, str]:
     """:func:`mine_triplets` with the curriculum's strategy and the config's parameters.
 
@@ -204,5 +267,6 @@ def mine_at_step(
         top_k=cfg.top_k,
         random_violators=cfg.random_violators,
         harvested=harvested,
+        apart=apart,
     )
     return triplets, strategy

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+EMBED_LAYERS = ("head", "backbone")
 
 # A builder returns a backbone mapping (B, 3, H, W) -> (B, F) pooled features, and F.
 BackboneBuilder = Callable[[], tuple[nn.Module, int]]
@@ -94,14 +95,28 @@ class Encoder(nn.Module):
         backbone: maps (B, 3, H, W) normalised images to (B, feat_dim) features.
         feat_dim: backbone output width.
         arch: registry name, kept so the encoder can be rebuilt from :meth:`model_args`.
-        embed_dim: output embedding width D.
+        embed_dim: width of the projection head's output.
         input_px: side of the square input the encoder was trained at.
+        embed_layer: what :meth:`forward` returns: ``"head"`` (the projection, width
+            ``embed_dim``; what the loss trains) or ``"backbone"`` (the pooled features before
+            the head, width ``feat_dim``; SimCLR found these generalise better). Both are
+            L2-normalised.
     """
 
     def __init__(
-        self, backbone: nn.Module, feat_dim: int, *, arch: str, embed_dim: int, input_px: int
+        self,
+        backbone: nn.Module,
+        feat_dim: int,
+        *,
+        arch: str,
+        embed_dim: int,
+        input_px: int,
+        embed_layer: str = "head",
     ) -> None:
         super().__init__()
+        if embed_layer not in EMBED_LAYERS:
+            raise ValueError(f"embed_layer must be one of {EMBED_LAYERS}, got {embed_layer!r}")
+        self.embed_layer = embed_layer
         self.arch = arch
         self.embed_dim = embed_dim
         self.input_px = input_px
@@ -117,6 +132,7 @@ class Encoder(nn.Module):
             "arch": self.arch,
             "embed_dim": self.embed_dim,
             "input_px": self.input_px,
+            "embed_layer": self.embed_layer,
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
         }
@@ -129,9 +145,22 @@ class Encoder(nn.Module):
         """Args: feats: (B, feat_dim). Returns: (B, D) unnormalised projection."""
         return self.head(feats)
 
+    def forward_both(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Args: x: (B, 3, H, W) in [0, 1]. Returns: (raw backbone features (B, F), L2-normalised head (B, D))."""
+        feats = self.forward_features(x)
+        return feats, F.normalize(self.forward_head(feats), dim=1)
+
+    @property
+    def out_dim(self) -> int:
+        """Width of :meth:`forward`'s output."""
+        return self.feat_dim if self.embed_layer == "backbone" else self.embed_dim
+
     def forward(self, x: Tensor) -> Tensor:
-        """Args: x: (B, 3, H, W) float RGB in [0, 1]. Returns: emb: (B, D) float, L2-normalised."""
-        return F.normalize(self.forward_head(self.forward_features(x)), dim=1)
+        """Args: x: (B, 3, H, W) float RGB in [0, 1]. Returns: emb: (B, out_dim) float, L2-normalised."""
+        feats = self.forward_features(x)
+        if self.embed_layer == "backbone":
+            return F.normalize(feats, dim=1)
+        return F.normalize(self.forward_head(feats), dim=1)
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -176,7 +205,9 @@ def load_backbone_weights(encoder: Encoder, path: str | Path) -> None:
     log.info("loaded backbone weights from %s", path)
 
 
-def build_encoder(arch: str, embed_dim: int, input_px: int, init_weights: str | None = None) -> Encoder:
+def build_encoder(
+    arch: str, embed_dim: int, input_px: int, init_weights: str | None = None, embed_layer: str = "head"
+) -> Encoder:
     """Build a registered encoder, optionally starting from local backbone weights.
 
     Raises:
@@ -186,7 +217,9 @@ def build_encoder(arch: str, embed_dim: int, input_px: int, init_weights: str | 
     if arch not in _ENCODERS:
         raise ValueError(f"unknown encoder {arch!r}; known: {', '.join(list_encoders())}")
     backbone, feat_dim = _ENCODERS[arch]()
-    encoder = Encoder(backbone, feat_dim, arch=arch, embed_dim=embed_dim, input_px=input_px)
+    encoder = Encoder(
+        backbone, feat_dim, arch=arch, embed_dim=embed_dim, input_px=input_px, embed_layer=embed_layer
+    )
     if init_weights:
         load_backbone_weights(encoder, init_weights)
     return encoder
@@ -194,4 +227,9 @@ def build_encoder(arch: str, embed_dim: int, input_px: int, init_weights: str | 
 
 def encoder_from_args(model_args: dict[str, Any]) -> Encoder:
     """Rebuild an (untrained) encoder from :meth:`Encoder.model_args`, e.g. a checkpoint's."""
-    return build_encoder(model_args["arch"], int(model_args["embed_dim"]), int(model_args["input_px"]))
+    return build_encoder(
+        model_args["arch"],
+        int(model_args["embed_dim"]),
+        int(model_args["input_px"]),
+        embed_layer=str(model_args.get("embed_layer", "head")),
+    )

@@ -24,10 +24,10 @@ def effective_rank(emb: np.ndarray | torch.Tensor, *, center: bool = False) -> f
 
     Returns:
         ``exp(-sum p_i log p_i)`` over the normalised singular values, in ``[1, min(N, D)]``;
-        NaN for fewer than two rows or an all-zero matrix.
+        NaN for fewer than two rows, non-finite values or an all-zero matrix.
     """
     x = torch.as_tensor(emb).detach().to("cpu", torch.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
+    if x.ndim != 2 or x.shape[0] < 2 or not bool(torch.isfinite(x).all()):
         return float("nan")
     if center:
         x = x - x.mean(0, keepdim=True)

@@ -11,82 +11,58 @@ run replays exactly what a straight run would have done.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from trackemb.config import ConfigError, TrainConfig, load_config, write_config_json
+from trackemb.config import TrainConfig, write_config_json
 from trackemb.embedding import monitor, stop
 from trackemb.embedding.checkpoint import (
+    BEST_CKPT_NAME,
     CKPT_NAME,
     restore_training,
     resumed_metrics,
     rng_state,
     save_checkpoint,
 )
-from trackemb.embedding.data import PairBatchDataset, PatchDataset, held_out_split, load_index, train_sampler
-from trackemb.embedding.distributed import all_reduce_mean, setup_distributed, teardown_distributed
-from trackemb.embedding.losses import build_loss, cosine_dist, triplet_stats
-from trackemb.embedding.miners import mine_at_step
+from trackemb.embedding.data import PairBatchDataset, PatchDataset, load_index, train_sampler
+from trackemb.embedding.distributed import (
+    all_reduce_mean,
+    barrier,
+    setup_distributed,
+    teardown_distributed,
+)
 from trackemb.embedding.model import build_encoder
-from trackemb.embedding.monitor import (
-    CollapseDetector,
-    MetricsWriter,
-    embed_loader,
-    recall_at_1,
+from trackemb.embedding.monitor import CollapseDetector, MetricsWriter, embed_loader
+from trackemb.embedding.result import TrainResult, ckpt_metrics, train_result
+from trackemb.embedding.split import run_split
+from trackemb.embedding.step import (
+    TrainView,
+    build_optimizer,
+    loss_and_stats,
+    lr_at,
+    step_generator,
+    to_batch,
 )
 from trackemb.embedding.triplet_view import log_triplet_views
+from trackemb.embedding.validate import LAYERS, BestTracker, RankCollapseDetector, embed_both, score_layers
 from trackemb.errors import TrainingError
 from trackemb.storage.store import open_reader
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    metrics: dict[str, float]
-    checkpoint: Path
-    val_r1_before: float | None
-    val_r1_after: float | None
-    stopped: bool = False  # ended early by a stop request (Ctrl-C / SIGTERM), resumable
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (paths as strings), e.g. for a Prefect artifact."""
-        return {
-            "run_dir": str(self.run_dir), "step": self.step, "metrics": dict(self.metrics),
-            "checkpoint": str(self.checkpoint), "val_r1_before": self.val_r1_before,
-            "val_r1_after": self.val_r1_after, "stopped": self.stopped,
-        }  # fmt: skip
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr * cfg.min_lr_frac`` at ``cfg.steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    ratio = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    assert 0.0 <= ratio <= 1.0
-    min_lr = cfg.lr * cfg.min_lr_frac
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - min_lr)
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The miner's generator for one step: a function of (seed, step, rank) only."""
-    return torch.Generator().manual_seed(
-        int(np.random.SeedSequence([seed, step, rank, 3]).generate_state(1)[0])
-    )
+def export_layers(cfg: TrainConfig) -> tuple[str, ...]:
+    """Layers that may be exported (and so may win keep-best)."""
+    return LAYERS if cfg.embed_layer == "auto" else (cfg.embed_layer,)
 
 
 def train(
@@ -103,11 +79,14 @@ def train(
 
     Args:
         store_path: a PatchStore with at least two harvested videos.
-        run_dir: output directory; holds ``ckpt.pt`` (resumable), ``config.json`` and ``tb/``.
+        run_dir: output directory; holds ``ckpt.pt`` (last, resumable), ``ckpt_best.pt`` (best
+            validation MAP@R so far, step 0 included), ``split.json``, ``config.json`` and ``tb/``.
         cfg: training config (``cfg.mine`` holds the loss/mining settings).
         resume: continue from ``run_dir/ckpt.pt`` when it exists (else start fresh).
         writer: metrics sink; None writes TensorBoard to ``run_dir/tb``. Only rank 0 writes.
         progress: called as ``progress(step, total_steps, metrics)`` after every step.
+        allow_changes: resume even with changed steps/schedule/data settings or another number
+            of processes (a continuation, not an exact replay).
 
     Raises:
         TrainingError: fewer than two videos, an existing checkpoint without ``resume``, a
@@ -115,7 +94,7 @@ def train(
     """
     # ============ setup ============
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / CKPT_NAME
+    ckpt_path, best_path = run_dir / CKPT_NAME, run_dir / BEST_CKPT_NAME
     if ckpt_path.exists() and not resume:
         raise TrainingError(f"{ckpt_path} exists; resume it (resume=True, --resume) or use a new run dir")
     dist_info = setup_distributed(cfg.device)
@@ -126,12 +105,6 @@ def train(
     np.random.seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
     own_writer = is_main and writer is None
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config_json(cfg, run_dir / "config.json")
-        writer = writer if writer is not None else monitor.TensorBoardWriter(run_dir / "tb")
-    else:
-        writer = monitor.NullWriter()
     reader = None
     try:
         # ============ data ============
@@ -142,12 +115,23 @@ def train(
                 f"{store_path}: {len(index.video_shas)} video(s) with positive pairs; negatives are patches of "
                 "*other* videos, so training needs at least two harvested videos with tracks"
             )
-        train_g, val_g = held_out_split(index, cfg)
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config_json(cfg, run_dir / "config.json")
+            writer = writer if writer is not None else monitor.TensorBoardWriter(run_dir / "tb")
+        else:
+            writer = monitor.NullWriter()
+        # Rank 0 chooses and saves the split; the others read the same split.json after the barrier.
+        train_g, val_g = run_split(index, cfg, run_dir) if is_main else (None, None)
+        barrier(dist_info)
+        if not is_main:
+            train_g, val_g = run_split(index, cfg, run_dir)
         sampler = train_sampler(index, train_g, cfg, rank, dist_info.world_size)
         # Negatives and batch mixing use the group of each track: the video by default, a time
         # window of it with negative_window_s (with only a few videos, other-video negatives are
         # solved by recognising the scene, so the encoder learns scenes and merges instances).
         track_group = torch.from_numpy(index.track_group())
+        apart_keys = index.apart_keys() if cfg.mine.in_video_negatives else None
         pin = device.type == "cuda"
         # Workers are spawned, not forked: a fork copies the threads of whatever hosts us
         # (Prefect's API log and event workers), and such children died at random under a flow.
@@ -165,75 +149,90 @@ def train(
         )  # fmt: skip
         val_tracks = torch.from_numpy(index.track[val_rows])
         log.info(
-            "%d patches; %d training groups of %d videos (%d pairs, %d harvested triplets); "
-            "%d held-out groups (%d patches, %d tracks)",
+            "%d patches; %d training groups of %d videos (%d pairs, %d harvested triplets, %d apart track "
+            "pairs); %d held-out groups (%d patches, %d tracks)",
             len(index.keys), len(train_g), len(np.unique(index.group_video[train_g])), len(sampler.pairs),
-            len(sampler.triplets), len(val_g), len(val_rows), len(np.unique(index.track[val_rows])),
+            len(sampler.triplets), len(index.apart) // 2, len(val_g), len(val_rows),
+            len(np.unique(index.track[val_rows])),
         )  # fmt: skip
 
-        def validate(step: int) -> float | None:
-            if not is_main or len(val_rows) == 0:
-                return None
-            r1 = recall_at_1(embed_loader(model, val_loader, device, amp_dtype)[0], val_tracks)
-            writer.scalar("val/R@1", r1, step)
-            log.info("step %d: val R@1 %.3f over %d held-out patches", step, r1, len(val_rows))
-            return r1
+        data_summary = {
+            "videos": int(len(np.unique(index.group_video[train_g]))), "pairs": int(len(sampler.pairs)),
+            "held_out_videos": int(len(np.unique(index.group_video[val_g]))),
+            "held_out_tracks": int(len(np.unique(index.track[val_rows]))), "held_out_patches": int(len(val_rows)),
+            "apart_track_pairs": int(len(index.apart) // 2),
+        }  # fmt: skip
 
         # ============ model, loss, optimizer ============
         torch.manual_seed(cfg.seed)  # same init on every rank; evaluate.py rebuilds it as the random baseline
         model = build_encoder(cfg.arch, cfg.embed_dim, cfg.input_px, cfg.init_weights).to(device)
-        loss_fn = build_loss(cfg.mine)
-        if cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.SGD(
-                model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay
+        optimizer = build_optimizer(model, cfg)
+        best = BestTracker(export_layers(cfg))
+        rank_collapse = RankCollapseDetector()
+
+        def validate(step: int) -> dict[str, dict[str, float]] | None:
+            if not is_main or len(val_rows) == 0:
+                return None
+            scores = score_layers(embed_both(model, val_loader, device, amp_dtype), val_tracks)
+            for layer, values in scores.items():
+                for key, value in values.items():
+                    writer.scalar(f"val/{layer}/{key}", value, step)
+            writer.scalar("val/R@1", scores["head"]["R@1"], step)
+            log.info(
+                "step %d: held-out %s over %d patches", step,
+                "; ".join(f"{lay} R@1 {v['R@1']:.3f} MAP@R {v['MAP@R']:.3f} rank {v['rank']:.1f}"
+                          for lay, v in scores.items()), len(val_rows),
+            )  # fmt: skip
+            layer = export_layers(cfg)[0] if cfg.embed_layer != "auto" else "head"
+            writer.scalar(
+                "val/collapse", float(rank_collapse.update(step, scores[layer]["rank"], layer)), step
             )
+            if best.update(step, scores):
+                save_checkpoint(best_path, {
+                    "model": model.state_dict(), "step": step, "model_args": model.model_args(),
+                    "config": cfg.model_dump(mode="json"), "metrics": dict(best.best or {}),
+                    "best": best.state(), "data_summary": data_summary,
+                })  # fmt: skip
+            return scores
 
         # ============ resume ============
-        step, r1_before, ckpt = 0, None, None
+        step, ckpt = 0, None
         if resume and ckpt_path.exists():
             ckpt = restore_training(
                 ckpt_path, model=model, optimizer=optimizer, scaler=scaler, sampler=sampler,
-                model_args=model.model_args(), config=cfg.model_dump(mode="json"), allow_changes=allow_changes,
+                model_args=model.model_args(), config=cfg.model_dump(mode="json"),
+                allow_changes=allow_changes,
             )  # fmt: skip
-            step, r1_before = int(ckpt["step"]), ckpt["metrics"].get("val_r1_before")
+            step = int(ckpt["step"])
+            best.load(ckpt.get("best"))
+            if best.initial is not None:
+                rank_collapse.reference = best.initial.get("head", {}).get("rank")
             log.info("resumed from %s at step %d", ckpt_path, step)
         elif resume:
             log.info("no checkpoint in %s; starting from scratch", run_dir)
         # Siamese: one module embeds anchors, positives and negatives in a single forward.
+        view = TrainView(model)
         net = (
-            DistributedDataParallel(model, device_ids=[device] if pin else None)
-            if dist_info.enabled
-            else model
+            DistributedDataParallel(view, device_ids=[device] if pin else None) if dist_info.enabled else view
         )
         if step == 0:
-            r1_before = validate(0)
+            validate(0)
 
         # ============ training loop ============
         collapse = CollapseDetector(cfg.mine.margin, cfg.collapse_window_steps)
-        metrics, r1_after = resumed_metrics(ckpt, r1_before)  # a finished run reports its last metrics
+        metrics = resumed_metrics(ckpt, None)[0]  # a finished run reports its last metrics
         batches = iter(loader)
         t_last, seen = time.perf_counter(), 0
         while step < cfg.steps:
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = next(batches)
-            assert batch["step"] == step, (batch["step"], step)
-            images = batch["images"].to(device, non_blocking=True)
-            track = batch["track"]
-            group = track_group[track].to(device)
-            track = track.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-                emb = net(images).float()
-            harvested = None
-            if batch["groups"] == 3:  # harvested triplets laid out as (anchors, positives, negatives)
-                b = torch.arange(len(images) // 3, device=device)
-                harvested = (b, b + len(b), b + 2 * len(b))
+            raw = next(batches)
+            if raw["step"] != step:
+                raise TrainingError(f"data order broken: batch of step {raw['step']} at step {step}")
+            batch = to_batch(raw, track_group, apart_keys, index.n_tracks, device)
             gen = step_generator(cfg.seed, step, rank)
-            triplets, strategy = mine_at_step(cosine_dist(emb), track, group, step, cfg.mine, gen, harvested)
-            loss = loss_fn(emb, indices_tuple=triplets)
+            loss, stats, emb, triplets = loss_and_stats(net, batch, step, cfg, gen, amp_dtype)
             loss_value = float(all_reduce_mean(loss.detach(), dist_info))  # CPU-GPU sync point, once a step
             if not math.isfinite(loss_value):
                 raise TrainingError(
@@ -246,12 +245,11 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            seen += len(images)
+            seen += len(batch.images)
 
             # ============ logging, validation, checkpoint ============
-            metrics = triplet_stats(emb, triplets, cfg.mine.margin) | {
-                "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
-                "aug_strength": float(batch["strength"]), "hard_mining": float(strategy != "random"),
+            metrics = stats | {
+                "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), "aug_strength": batch.strength,
             }  # fmt: skip
             collapsed = collapse.update(step, loss_value, metrics["emb_std"])
             metrics["collapse"] = float(collapsed)
@@ -264,26 +262,22 @@ def train(
                 if collapsed:
                     writer.text("train/collapse", f"collapse suspected at step {step}: {metrics}", step)
             if step % cfg.val_every_steps == 0 or step == cfg.steps:
-                log_triplet_views(writer, images, emb, triplets, cfg.mine.margin, step)
-                r1_after = validate(step)
-                metrics["val_r1"] = math.nan if r1_after is None else r1_after
+                log_triplet_views(writer, batch.images, emb, triplets, cfg.mine.margin, step)
+                scores = validate(step)
+                metrics["val_r1"] = math.nan if scores is None else scores["head"]["R@1"]
             stopping = stop.requested()  # Ctrl-C / SIGTERM: checkpoint this step, then leave the loop
             if is_main and (step % cfg.ckpt_every_steps == 0 or step == cfg.steps or stopping):
                 save_checkpoint(ckpt_path, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "step": step, "rng": rng_state(), "sampler": sampler.state_dict(step),
                     "model_args": model.model_args(), "config": cfg.model_dump(mode="json"),
-                    "metrics": {"val_r1_before": r1_before, **metrics},
+                    "metrics": ckpt_metrics(best, metrics), "best": best.state(), "data_summary": data_summary,
                 })  # fmt: skip
             if progress is not None:
                 progress(step, cfg.steps, metrics)
             if stopping:
-                log.warning(
-                    "stopped at step %d of %d; checkpoint %s (continue with --resume)",
-                    step,
-                    cfg.steps,
-                    ckpt_path,
-                )
+                log.warning("stopped at step %d of %d; checkpoint %s (continue with --resume)", step,
+                            cfg.steps, ckpt_path)  # fmt: skip
                 break
 
         # ============ finish: projector of held-out patches ============
@@ -298,44 +292,20 @@ def train(
             writer.embedding(
                 emb_all, meta, thumbs, step, tag="val_patches", header=["video", "track", "group"]
             )
-        log.info("finished at step %d: val R@1 %s -> %s", step, r1_before, r1_after)
-        return TrainResult(run_dir, step, metrics, ckpt_path, r1_before, r1_after, stop.requested())
+        result = train_result(run_dir, step, metrics, ckpt_path, best, stop.requested())
+        log.info("finished at step %d: val R@1 (head) %s -> %s; best %s", step, result.val_r1_before,
+                 result.val_r1_after, best.best)  # fmt: skip
+        return result
     finally:
-        if own_writer:
+        if own_writer and writer is not None:
             writer.close()
         if reader is not None:
             reader.close()
         teardown_distributed(dist_info)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m trackemb.embedding.train`` / ``torchrun ... -m trackemb.embedding.train`` entry point."""
-    parser = argparse.ArgumentParser(description="Train the trackemb encoder on a PatchStore.")
-    parser.add_argument("--store", required=True, help="PatchStore directory written by `trackemb harvest`.")
-    parser.add_argument("--run-dir", required=True, help="Output directory (ckpt.pt, config.json, tb/).")
-    parser.add_argument("--config", help="TOML file with TrainConfig keys (top level or a [train] table).")
-    parser.add_argument("--steps", type=int, help="Override the number of training steps.")
-    parser.add_argument("--resume", action="store_true", help="Continue from RUN_DIR/ckpt.pt if present.")
-    parser.add_argument(
-        "--allow-changes",
-        action="store_true",
-        help="Resume even with other steps/schedule/data settings or another number of processes.",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(
-            TrainConfig, args.config, {"steps": args.steps}, section="train", allow_top_level=True
-        )
-    except ConfigError as exc:
-        parser.error(str(exc))
-    with stop.on_signals():
-        result = train(args.store, args.run_dir, cfg, resume=args.resume, allow_changes=args.allow_changes)
-    log.info("run dir %s, checkpoint %s, metrics %s", result.run_dir, result.checkpoint, result.metrics)
-
-
 if __name__ == "__main__":
-    # Run the importable module's main so log records carry "trackemb.embedding.train", not "__main__".
-    from trackemb.embedding.train import main as _main
+    # `python -m trackemb.embedding.train` / torchrun target: the same train() the CLI calls.
+    from trackemb.embedding.launch import main
 
-    _main()
+    main()

@@ -89,6 +89,10 @@ class TrackRecord(Record):
     frames: list[int] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
     end_reason: str = ""  # "length" | "fb_error" | "left_frame" | "lost_points" | "scale" | "video_end"
+    # Ids of this video's tracks that co-occur with this one while staying apart (valid
+    # in-video negatives, tracking/cooccur.py). None: not recorded (a schema-1 store);
+    # readers then derive it from frames and boxes with the same rule.
+    apart: list[int] | None = None
 
 
 @dataclass

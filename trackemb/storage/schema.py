@@ -43,7 +43,11 @@ from trackemb import __version__
 from trackemb.errors import StoreError
 from trackemb.storage.records import PairRecord, TrackRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code reads. 1 -> 2 added ``TrackRecord.apart`` (co-occurring tracks that stay
+# apart: in-video negatives); a schema-1 store is read as it is and readers derive ``apart``
+# from the track boxes with the same rule (trackemb.tracking.cooccur), so no rewrite is needed.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 META, VIDEOS, TRACKS, PATCHES, JPEGS, PAIRS, TRIPLETS, DONE = (
     "meta",
@@ -184,11 +188,11 @@ def check_schema(meta: dict[str, Any], where: str) -> None:
             f"{where}: not a trackemb PatchStore (its meta has no schema_version); "
             "point --store at a PatchStore directory or at a new, empty directory"
         )
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         made_by = meta.get("trackemb_version", "unknown")
         raise StoreError(
             f"{where}: store schema version {version} (written by trackemb {made_by}) but this trackemb "
-            f"{__version__} reads schema version {SCHEMA_VERSION}; use the trackemb version that wrote it "
+            f"{__version__} reads schema versions {READABLE_SCHEMA_VERSIONS}; use the trackemb version that wrote it "
             "(or upgrade), or re-harvest into a new --store"
         )
 

@@ -27,6 +27,7 @@ from trackemb.storage.records import (
     VideoRecord,
     patch_key,
 )
+from trackemb.tracking.cooccur import apart_tracks
 from trackemb.tracking.crops import blur_var, crop_patch, encode_jpeg, pair_change
 from trackemb.tracking.decode import video_sha
 from trackemb.tracking.motion import WorkBox, WorkFrame, find_moving_regions, make_work_frame, object_points
@@ -237,4 +238,7 @@ def _records(sha: str, tracks: list[_Track], cfg: HarvestConfig) -> VideoHarvest
             out.jpegs[key] = encode_jpeg(trk.patches[pos], cfg.jpeg_quality)
             keys.append(key)
         out.pairs.extend(PairRecord(keys[0], key, sha, tid) for key in keys[1:])
+    apart = apart_tracks([(t.track_id, t.frames, t.boxes) for t in out.tracks])
+    for track in out.tracks:
+        track.apart = apart[track.track_id]
     return out

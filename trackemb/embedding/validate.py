@@ -1,0 +1,126 @@
+"""Validation during training: retrieval on held-out tracks for both candidate embedding layers.
+
+Each validation embeds the held-out patches once and scores two layers: the pooled backbone
+features and the projection head's output (SimCLR found the representation *before* the
+head generalises better; we measure rather than assume). Scores: R@1 and MAP@R of
+leave-one-out track retrieval and the effective rank of the embeddings. The best
+(step, layer) by MAP@R is what ``ckpt_best.pt`` keeps and ``export`` ships by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trackemb.embedding.evaluate import retrieval_metrics
+from trackemb.embedding.rank import effective_rank
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("backbone", "head")
+SELECT_METRIC = "MAP@R"
+
+
+@torch.no_grad()
+def embed_both(
+    model: torch.nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, Tensor]:
+    """L2-normalised backbone and head embeddings of every patch, in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[Tensor]] = {layer: [] for layer in LAYERS}
+    for images, _ in loader:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            feats, head = model.forward_both(images.to(device, non_blocking=True))
+        out["backbone"].append(F.normalize(feats.float(), dim=1).cpu())
+        out["head"].append(head.float().cpu())
+    model.train(was_training)
+    return {layer: torch.cat(parts) if parts else torch.zeros(0, 0) for layer, parts in out.items()}
+
+
+def score_layers(embeddings: dict[str, Tensor], labels: Tensor) -> dict[str, dict[str, float]]:
+    """``{layer: {"R@1", "MAP@R", "rank"}}`` for each layer's embeddings of the held-out patches."""
+    scores = {}
+    for layer, emb in embeddings.items():
+        if not bool(torch.isfinite(emb).all()):  # diverged: nothing to rank, and never "best"
+            scores[layer] = {"R@1": math.nan, "MAP@R": math.nan, "rank": math.nan}
+            continue
+        m = retrieval_metrics(emb.numpy(), labels.numpy(), nmi=False)
+        scores[layer] = {"R@1": m["R@1"], "MAP@R": m["MAP@R"], "rank": effective_rank(emb)}
+    return scores
+
+
+@dataclass
+class BestTracker:
+    """Remembers the best validation (step, layer) and the step-0 (untrained) scores.
+
+    Args:
+        layers: layers allowed to win (``TrainConfig.embed_layer``: one, or both with "auto").
+    """
+
+    layers: tuple[str, ...]
+    best: dict[str, float | int | str] | None = None
+    initial: dict[str, dict[str, float]] | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def update(self, step: int, scores: dict[str, dict[str, float]]) -> bool:
+        """Record one validation; True when it is a new best (then save ``ckpt_best.pt``)."""
+        if self.initial is None and step == 0:
+            self.initial = scores
+        self.history.append(
+            {"step": step, **{f"{lay}/{k}": v for lay, s in scores.items() for k, v in s.items()}}
+        )
+        layer = max(self.layers, key=lambda lay: _finite(scores[lay][SELECT_METRIC]))
+        value = _finite(scores[layer][SELECT_METRIC])
+        if self.best is None or value > float(self.best["score"]):
+            self.best = {"step": step, "layer": layer, "score": value, "metric": SELECT_METRIC,
+                         **{k: v for k, v in scores[layer].items()}}  # fmt: skip
+            return True
+        return False
+
+    def state(self) -> dict:
+        return {"best": self.best, "initial": self.initial, "history": self.history}
+
+    def load(self, state: dict | None) -> None:
+        if state:
+            self.best, self.initial = state.get("best"), state.get("initial")
+            self.history = list(state.get("history") or [])
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+class RankCollapseDetector:
+    """Dimensional collapse: effective rank far below the untrained network's.
+
+    The spread-based detector misses this: an encoder that only tells a handful of scenes
+    apart keeps a healthy overall spread while using 3 of 128 dimensions.
+    """
+
+    def __init__(self, frac: float = 0.25) -> None:
+        self.frac = frac
+        self.reference: float | None = None
+
+    def update(self, step: int, rank: float, layer: str) -> bool:
+        if self.reference is None:
+            self.reference = rank
+            return False
+        collapsed = math.isfinite(rank) and rank < self.frac * self.reference
+        if collapsed:
+            log.warning(
+                "DIMENSIONAL COLLAPSE at step %d: effective rank of the held-out %s embeddings is %.1f, "
+                "below %.0f%% of the untrained network's %.1f; the encoder uses a few directions only "
+                "(e.g. it tells scenes apart). Lower the lr, add reg = \"vicreg\", or add videos.",
+                step, layer, rank, 100 * self.frac, self.reference,
+            )  # fmt: skip
+        return collapsed
