@@ -164,3 +164,17 @@ def test_prefetch_keeps_order_raises_in_place_and_closes_early() -> None:
         if v == 3:
             break  # the thread stops and closes the source instead of reading on
     assert closed == ["trackemb-prefetch"] * 3
+
+
+def test_two_objects_moving_apart_are_recorded_as_in_video_negatives(clip: GroundTruth) -> None:
+    h = harvest_video(clip.path, HarvestConfig())
+    by_id = {t.track_id: t for t in h.tracks}
+
+    def gt_object(track) -> int:  # the ground-truth object a track follows (by its first box)
+        return _best_object(clip, track.frames[0], track.boxes[0])
+
+    pairs = {(t.track_id, o) for t in h.tracks for o in (t.apart or [])}
+    assert pairs, "two objects in separate bands on the same frames give apart tracks"
+    assert all((o, t) in pairs for t, o in pairs), "apart is symmetric"
+    for t, o in pairs:
+        assert gt_object(by_id[t]) != gt_object(by_id[o]), "an apart pair must be two different objects"

@@ -255,3 +255,63 @@ def test_window_groups_allow_same_video_negatives_only_from_other_windows(strate
     with pytest.raises(NegativeRuleError, match="own video"):
         same_window = (group == group[0]).nonzero()[-1]
         check_triplets(torch.tensor([0]), torch.tensor([1]), same_window, track, group)
+
+
+def _in_video_batch():
+    """Video 0 holds tracks 0 and 1 (apart), and track 2 (not apart from either); video 1 holds track 3."""
+    track = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    video = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    tracks_apart = {(0, 1), (1, 0)}
+    apart = torch.tensor([[(int(a), int(b)) in tracks_apart for b in track] for a in track])
+    return track, video, apart
+
+
+@pytest.mark.parametrize("strategy", ["random", "wang_gupta", "batch_hard"])
+def test_in_video_negatives_only_from_apart_tracks(strategy):
+    from trackemb.embedding.miners import negative_mask
+
+    track, video, apart = _in_video_batch()
+    emb = F.normalize(torch.randn(len(track), 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    seen_same_video = False
+    for seed in range(20):
+        a, _, n = mine_triplets(
+            cosine_dist(emb), track, video, strategy=strategy, k=8, gen=torch.Generator().manual_seed(seed),
+            apart=apart,
+        )  # fmt: skip
+        assert bool(negative_mask(video, apart)[a, n].all())
+        same = video[a] == video[n]
+        assert bool(apart[a[same], n[same]].all()), "same-video negative that is not an apart track"
+        assert not bool((track[a] == track[n]).any())
+        seen_same_video |= bool(same.any())
+    assert seen_same_video or strategy == "batch_hard"  # in-video negatives are really used
+
+
+def test_check_raises_on_overlapping_same_video_track_and_own_track():
+    track, video, apart = _in_video_batch()
+    one = torch.tensor
+    check_triplets(one([0]), one([1]), one([2]), track, video, apart)  # track 0 vs apart track 1: fine
+    with pytest.raises(NegativeRuleError, match="co-occurring"):
+        check_triplets(one([0]), one([1]), one([4]), track, video, apart)  # track 2 is not apart
+    with pytest.raises(NegativeRuleError, match="own track"):
+        check_triplets(one([0]), one([1]), one([1]), track, video, apart)
+
+
+def test_pairs_for_ntxent_cover_every_valid_negative_and_are_checked():
+    from trackemb.embedding.miners import check_pairs, mine_pairs
+
+    track, video, apart = _in_video_batch()
+    a1, p, a2, n = mine_pairs(track, video, apart)
+    assert set(zip(a1.tolist(), p.tolist(), strict=True)) == {
+        (i, j) for i in range(8) for j in range(8) if i != j and track[i] == track[j]
+    }
+    want = {
+        (i, j) for i in range(8) for j in range(8)
+        if video[i] != video[j] or (int(track[i]), int(track[j])) in {(0, 1), (1, 0)}
+    }  # fmt: skip
+    assert set(zip(a2.tolist(), n.tolist(), strict=True)) == want
+    with pytest.raises(NegativeRuleError):
+        check_pairs((a1, p, torch.tensor([0]), torch.tensor([4])), track, video, apart)
+    loss = build_loss(MineConfig(loss="ntxent"))(
+        F.normalize(torch.randn(8, 4), dim=1).requires_grad_(), indices_tuple=(a1, p, a2, n)
+    )
+    assert torch.isfinite(loss) and loss.requires_grad
