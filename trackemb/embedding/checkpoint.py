@@ -204,6 +204,10 @@ def resumed_metrics(
     """
     if ckpt is None:
         return {}, r1_before
-    metrics = {k: float(v) for k, v in ckpt["metrics"].items() if k != "val_r1_before" and v is not None}
+    metrics = {
+        k: float(v)
+        for k, v in ckpt["metrics"].items()
+        if k != "val_r1_before" and isinstance(v, int | float) and not isinstance(v, bool)
+    }
     r1 = metrics.get("val_r1")
     return metrics, (r1_before if r1 is None or math.isnan(r1) else r1)
