@@ -304,8 +304,15 @@ def train(
         teardown_distributed(dist_info)
 
 
-if __name__ == "__main__":
-    # `python -m trackemb.embedding.train` / torchrun target: the same train() the CLI calls.
-    from trackemb.embedding.launch import main
+def main(argv: list[str] | None = None) -> None:
+    """``python -m trackemb.embedding.train`` / torchrun target: parses flags, calls the same train() as the CLI."""
+    from trackemb.embedding.launch import main as launch
 
-    main()
+    launch(argv)
+
+
+if __name__ == "__main__":
+    # Run the importable module's main so log records carry "trackemb.embedding.train", not "__main__".
+    from trackemb.embedding.train import main as _main
+
+    _main()
