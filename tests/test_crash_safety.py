@@ -1,13 +1,17 @@
-"""Crash safety: kill -9 a harvest or a training run at random points, re-run, and compare.
+"""Crash safety: kill -9 the real ``trackemb harvest`` / ``trackemb train`` at random points, re-run, compare.
 
-Harvest (library in a subprocess, no Prefect): after each kill the store opens and holds only
-whole videos; the final re-run leaves every key and value of an uninterrupted run's store.
-Training: kill -9, stale temp files, ``--resume``: the run ends at the target step with a
-``weights_only`` checkpoint equal to a straight run's. ``TRACKEMB_CRASH_SEED`` fixes the kill points.
+Harvest: the CLI (Prefect flow, worker processes, the flow as single writer) is SIGKILLed at
+random moments after it took the store's writer lock; after each kill the store opens and
+holds only whole videos, and a final re-run leaves every key and value of an uninterrupted
+run's store. Training: ``trackemb train`` killed after a random checkpoint, ``trackemb train
+--resume`` killed again, a last ``--resume`` ends at the target step with weights equal to a
+straight run's. The kill points come from a seed, printed by each test (and in its failure
+messages) and set with ``TRACKEMB_CRASH_SEED``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -21,44 +25,28 @@ from typing import Any
 import lmdb
 import pytest
 import torch
+from badcorpus import cli_env
 
 from trackemb.storage import schema
+from trackemb.storage.lock import LOCK_FILE
 from trackemb.storage.records import VideoRecord
 from trackemb.storage.store import open_reader
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The per-video commit loop of flows/harvest.py, without Prefect: the fastest real harvest writer.
-HARVEST_WORKER = r"""
-import sys
-from trackemb.config import HarvestConfig
-from trackemb.ingest import find_videos, harvest_one
-from trackemb.storage.store import PatchStore
-
-video_dir, store = sys.argv[1], sys.argv[2]
-cfg = HarvestConfig()
-with PatchStore.open(store, harvest_config=cfg.model_dump(mode="json"), lock_timeout_s=30) as st:
-    done = {v.sha for v in st.videos() if v.status == "done"}
-    print("open", flush=True)
-    for path in find_videos(video_dir):
-        out = harvest_one(path, cfg, done)
-        if out.status != "skipped":
-            st.put_video(out.harvest) if out.status == "done" else st.put_failure(out.record)
-        print("video", out.status, path.name, flush=True)
-    st.build_triplets(per_pair=cfg.triplets_per_pair, seed=cfg.seed)
-print("closed", flush=True)
-"""
-
 
 def crash_seed() -> int:
-    return int(os.environ.get("TRACKEMB_CRASH_SEED", time.time_ns() % 1_000_000))
+    """``TRACKEMB_CRASH_SEED``, else a fresh random seed; printed so a failing run can be replayed."""
+    seed = int(os.environ.get("TRACKEMB_CRASH_SEED", time.time_ns() % 1_000_000))
+    print(f"kill points from TRACKEMB_CRASH_SEED={seed}", flush=True)
+    return seed
 
 
 def worker_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def make_videos(folder: Path, n: int = 5, *, seed: int = 0) -> Path:
+def make_videos(folder: Path, n: int = 4, *, seed: int = 0) -> Path:
     """``n`` synthetic clips with moving objects (plus one text file named .mp4, to store a failure)."""
     from synthetic import write_synthetic_video
 
@@ -69,36 +57,73 @@ def make_videos(folder: Path, n: int = 5, *, seed: int = 0) -> Path:
     return folder
 
 
-def _start_worker(videos: Path, store: Path, stderr: int) -> tuple[subprocess.Popen[str], str]:
-    """Start a harvest worker; returns it once it has opened the store, with that first line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HARVEST_WORKER, str(videos), str(store)],
-        cwd=REPO, env=worker_env(), stdout=subprocess.PIPE, stderr=stderr, text=True,
-    )  # fmt: skip
-    first = proc.stdout.readline()
-    if first.strip() != "open":
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError(f"harvest worker did not open the store (rc {proc.returncode}): {first!r} {err}")
-    return proc, first
+def _lock_held(store: Path) -> bool:
+    """Whether some process holds the store's writer lock (a non-blocking flock attempt fails)."""
+    try:
+        fd = os.open(store / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases a lock taken just now
+    return False
+
+
+def _start_cli(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m trackemb.cli ARGS`` in its own process group, output to ``log``."""
+    env = {**cli_env(log.parent), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "trackemb.cli", *args], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the CLI process, then whatever it left in its process group (worker processes)."""
+    for kill in (lambda: proc.send_signal(signal.SIGKILL), lambda: os.killpg(proc.pid, signal.SIGKILL)):
+        try:
+            kill()
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+
+
+def _harvest_cli(videos: Path, store: Path, log: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``trackemb harvest``; returns it once it holds the store's writer lock (or has ended)."""
+    args = ["harvest", str(videos), "--store", str(store), "--workers", "2", "--lock-timeout-s", "60"]
+    proc = _start_cli(args, log)
+    deadline = time.monotonic() + 240
+    while not _lock_held(store) and proc.poll() is None:
+        assert time.monotonic() < deadline, (
+            f"trackemb harvest did not open the store:\n{log.read_text()[-3000:]}"
+        )
+        time.sleep(0.02)
+    return proc, time.perf_counter()
 
 
 def run_harvest(videos: Path, store: Path, timeout_s: float = 300) -> float:
-    """Uninterrupted harvest in a subprocess; returns the seconds from 'store open' to exit."""
-    proc, _ = _start_worker(videos, store, subprocess.PIPE)
-    t0 = time.perf_counter()
-    out, err = proc.communicate(timeout=timeout_s)
-    assert proc.returncode == 0 and "closed" in out, f"harvest failed ({proc.returncode}):\n{err[-3000:]}"
+    """Uninterrupted ``trackemb harvest``; returns the seconds from taking the store's lock to exit."""
+    log = store.parent / f"{store.name}.log"
+    proc, t0 = _harvest_cli(videos, store, log)
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+    assert rc == 0, f"trackemb harvest failed ({rc}):\n{log.read_text()[-3000:]}"
     return time.perf_counter() - t0
 
 
-def kill_harvest_at(videos: Path, store: Path, delay_s: float, timeout_s: float = 120) -> str:
-    """Start a harvest and SIGKILL it ``delay_s`` after it opened the store; returns its stdout."""
-    proc, first = _start_worker(videos, store, subprocess.DEVNULL)
+def kill_harvest_at(videos: Path, store: Path, delay_s: float) -> str:
+    """Start ``trackemb harvest`` and SIGKILL it ``delay_s`` after it took the store's lock; returns its output."""
+    log = store.parent / f"{store.name}.kill.log"
+    log.unlink(missing_ok=True)
+    proc, _ = _harvest_cli(videos, store, log)
     time.sleep(delay_s)
-    proc.send_signal(signal.SIGKILL)  # cannot be caught: communicate() returns
-    out, _ = proc.communicate(timeout=timeout_s)
-    return first + out
+    _kill(proc)
+    return log.read_text(errors="replace")
 
 
 def dump_store(path: Path) -> dict[str, dict[bytes, Any]]:
@@ -177,8 +202,8 @@ def diff_stores(a: dict[str, dict[bytes, Any]], b: dict[str, dict[bytes, Any]]) 
 
 
 @pytest.fixture(scope="module")
-def harvest_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Synthetic videos and the store of one uninterrupted harvest of them."""
+def harvest_case(prefect_api, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Synthetic videos and the store of one uninterrupted ``trackemb harvest`` of them."""
     tmp = tmp_path_factory.mktemp("crash")
     videos = make_videos(tmp / "videos")
     ref = tmp / "reference"
@@ -187,7 +212,8 @@ def harvest_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_harvest_killed_at_random_points_then_rerun_matches_uninterrupted(harvest_case) -> None:
+@pytest.mark.prefect
+def test_harvest_cli_killed_at_random_points_then_rerun_matches_uninterrupted(harvest_case) -> None:
     seed = crash_seed()
     rng = random.Random(seed)
     store = harvest_case["tmp"] / f"killed-{seed}"
@@ -196,15 +222,20 @@ def test_harvest_killed_at_random_points_then_rerun_matches_uninterrupted(harves
     log = []
     for attempt in range(3):
         delay = rng.uniform(0.0, harvest_case["work_s"])
-        out = kill_harvest_at(harvest_case["videos"], store, delay)
-        log.append(f"kill {attempt} at +{delay:.2f}s after {out.count('video ')} videos")
-        problems = check_after_kill(store)
-        assert not problems, f"seed {seed}, {log}: half-written videos after kill -9: {problems}"
+        kill_harvest_at(harvest_case["videos"], store, delay)
+        done = len(dump_store(store)[schema.DONE]) if (store / "data.mdb").exists() else 0
+        log.append(f"kill {attempt} at +{delay:.2f}s, {done} videos done")
+        problems = check_after_kill(store) if (store / "data.mdb").exists() else []
+        assert not problems, (
+            f"TRACKEMB_CRASH_SEED={seed}, {log}: half-written videos after kill -9: {problems}"
+        )
     run_harvest(harvest_case["videos"], store)
     differences = diff_stores(reference, dump_store(store))
-    assert not differences, f"seed {seed}, {log}: store after kills + re-run differs: {differences}"
+    assert not differences, (
+        f"TRACKEMB_CRASH_SEED={seed}, {log}: store after kills + re-run differs: {differences}"
+    )
     stored = {v.path: v.status for v in open_reader(store).videos()}
-    assert sorted(stored.values()).count("done") == 5 and "failed" in stored.values(), stored
+    assert sorted(stored.values()).count("done") == 4 and "failed" in stored.values(), stored
 
 
 # ---------------------------------------------------------------- training
@@ -218,8 +249,14 @@ TRAIN_TOML += "[train.mine]\nhard_from_step = 12\n"  # both mining stages before
 
 
 def train_cmd(store: Path, run_dir: Path, config: Path, *extra: str) -> list[str]:
+    """The library entry point, for the uninterrupted reference run."""
     return [sys.executable, "-m", "trackemb.embedding.train", "--store", str(store), "--run-dir", str(run_dir),
             "--config", str(config), *extra]  # fmt: skip
+
+
+def train_cli_args(store: Path, run_dir: Path, config: Path, *extra: str) -> list[str]:
+    """``trackemb train`` (the Prefect flow), as a user runs it."""
+    return ["train", str(store), "--run-dir", str(run_dir), "--config", str(config), *extra]
 
 
 def ckpt_step(path: Path) -> int | None:
@@ -246,54 +283,56 @@ def train_case(tmp_path: Path):
                 straight.wait()
 
 
-def kill_training_after(cmd: list[str], ckpt: Path, step: int, pause_s: float) -> int | None:
-    """Start training, SIGKILL it ``pause_s`` after checkpoint ``step``; returns the step that survived."""
-    child = subprocess.Popen(
-        cmd, env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO
-    )
+def kill_training_after(args: list[str], ckpt: Path, step: int, pause_s: float, log: Path) -> int | None:
+    """Start ``trackemb ARGS``, SIGKILL it ``pause_s`` after checkpoint ``step``; returns the step that survived."""
+    child = _start_cli(args, log)
     try:
         deadline = time.monotonic() + 300
         while (ckpt_step(ckpt) or 0) < step:
-            assert child.poll() is None, f"training ended (rc {child.returncode}) before step {step}"
+            assert child.poll() is None, (
+                f"training ended (rc {child.returncode}) before step {step}:\n" + (log.read_text()[-3000:])
+            )
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.05)
         time.sleep(pause_s)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=60)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        _kill(child)
     return ckpt_step(ckpt)  # loads with weights_only=True: the latest checkpoint survived intact
 
 
 @pytest.mark.slow
-def test_training_killed_then_resumed_ends_like_a_straight_run(train_case) -> None:
+@pytest.mark.prefect
+def test_train_cli_killed_then_resumed_ends_like_a_straight_run(prefect_api, train_case) -> None:
     seed = crash_seed()
     rng = random.Random(seed)
-    store, config = train_case["store"], train_case["config"]
-    run = train_case["tmp"] / f"killed-{seed}"
-    ckpt = run / "ckpt.pt"
-    killed_at = kill_training_after(
-        train_cmd(store, run, config), ckpt, rng.choice([5, 10, 15]), rng.random() / 2
-    )
-    assert killed_at is not None and killed_at < TRAIN_STEPS, f"seed {seed}: killed at checkpoint {killed_at}"
+    store, config, tmp = train_case["store"], train_case["config"], train_case["tmp"]
+    run = tmp / f"killed-{seed}"
+    ckpt, log = run / "ckpt.pt", tmp / "cli.log"
+    first = rng.choice([5, 10, 15])
+    killed_at = kill_training_after(train_cli_args(store, run, config), ckpt, first, rng.random() / 2, log)
+    where = f"TRACKEMB_CRASH_SEED={seed}: killed at checkpoint {killed_at}"
+    assert killed_at is not None and killed_at < TRAIN_STEPS, where
+
+    # `--resume` killed too, after a later checkpoint.
+    second = rng.choice([s for s in (15, 20, 25) if s > killed_at])
+    resume = train_cli_args(store, run, config, "--resume")
+    resumed_at = kill_training_after(resume, ckpt, second, rng.random() / 2, log)
+    where += f", then at {resumed_at} while resuming"
+    assert resumed_at is not None and killed_at < resumed_at < TRAIN_STEPS, where
 
     # Leftovers of a kill during a checkpoint write must not confuse --resume.
     half = ckpt.read_bytes()[: ckpt.stat().st_size // 2]
     (run / "ckpt.pt.tmp").write_bytes(half)
     (run / "ckpt.pt.k1ll3d.tmp").write_bytes(half)
-    proc = subprocess.run(train_cmd(store, run, config, "--resume"), env=worker_env(), capture_output=True,
-                          text=True, timeout=600, cwd=REPO)  # fmt: skip
-    assert proc.returncode == 0, f"seed {seed}: resume failed:\n{proc.stderr[-3000:]}"
-    assert f"at step {killed_at}" in proc.stderr, f"resume did not report continuing from step {killed_at}"
+    log.unlink()
+    proc = _start_cli(resume, log)
+    assert proc.wait(timeout=600) == 0, f"{where}: last resume failed:\n{log.read_text()[-3000:]}"
+    out = log.read_text()
+    assert f"at step {resumed_at}" in out, f"{where}: resume did not report continuing from {resumed_at}"
 
     final = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert final["step"] == TRAIN_STEPS
-    tmp = train_case["tmp"]
     assert train_case["straight"].wait(timeout=600) == 0, (tmp / "straight.log").read_text()[-3000:]
     reference = torch.load(tmp / "straight" / "ckpt.pt", map_location="cpu", weights_only=True)
     differing = [k for k, v in reference["model"].items() if not torch.equal(v, final["model"][k])]
-    assert not differing, (
-        f"seed {seed}: resumed at {killed_at}, weights differ from a straight run: {differing}"
-    )
+    assert not differing, f"{where}: weights differ from a straight run: {differing}"

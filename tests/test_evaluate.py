@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from embed_fixtures import make_run_dir, make_store
 
-from trackemb.embedding.data import load_index, split_videos
+from trackemb.config import TrainConfig
+from trackemb.embedding.data import held_out_split, load_index
 from trackemb.embedding.evaluate import evaluate_run, recall_at_k, retrieval_metrics
+from trackemb.embedding.sampler import train_sampler
 
 
 def on_arc(degrees: list[float]) -> np.ndarray:
@@ -100,9 +102,15 @@ def test_evaluate_run_on_held_out_videos(tmp_path):
     run = make_run_dir(tmp_path / "run", embed_dim=16, input_px=32, val_frac=0.2, seed=0)
     report = evaluate_run(run, store, device="cpu", batch_size=4)
 
+    # Independent of the split function: the held-out video is the one whose patches the real
+    # training sampler never puts in a batch over a whole epoch (and exactly round(5 * 0.2) = 1).
     index = load_index(store)
-    _, val = split_videos(len(index.video_shas), 0.2, 0)
-    assert report["split"]["videos"] == [str(index.video_shas[v]) for v in val] and len(val) == 1
+    cfg = TrainConfig(arch="smallcnn", embed_dim=16, input_px=32, val_frac=0.2, seed=0, batch_pairs=4)
+    sampler = train_sampler(index, held_out_split(index, cfg)[0], cfg)
+    trained = {int(index.video[r]) for step in range(20) for r in sampler.batch_at(step).rows}
+    unseen = sorted(set(range(len(index.video_shas))) - trained)
+    assert len(unseen) == 1 and len(trained) == 4
+    assert report["split"]["videos"] == [str(index.video_shas[unseen[0]])]
     assert report["split"]["mode"] == "held-out videos"
     assert (report["queries"], report["tracks"], report["videos"]) == (9, 3, 1)
     assert set(report["methods"]) == {"trained", "random_init", "raw_pixels"}
@@ -119,7 +127,7 @@ def test_evaluate_run_on_held_out_videos(tmp_path):
     # Every track has its own colour: all three retrieve perfectly, a tie with both baselines.
     assert "**Verdict: the trained encoder is no better than random_init and raw_pixels (R@1 1.000 vs " in md
     assert "9 query patches, 3 tracks, 1 video." in md
-    assert f"Held-out set: `v{val[0]}.mp4`." in md
+    assert f"Held-out set: `v{unseen[0]}.mp4`." in md
     for metric in ("R@1", "R@5", "MAP@R", "NMI"):
         assert f"- **{metric}**: " in md
 
