@@ -89,13 +89,13 @@ def build_summary(
     triplets: int,
     videos_with_pairs: int,
     settling: dict[str, float] | None = None,
-    superseded: int = 0,
+    superseded: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The summary a harvest returns (and ``--json`` writes): totals, one row per video, warnings.
 
     Args:
         settling: files left for a later run (still changing), with their age in seconds.
-        superseded: records of older content of a path that this run replaced.
+        superseded: paths whose older content's records this run replaced (the file changed).
     """
     settling = settling or {}
     rows = [summary_row(o, video_dir) for o in outcomes]
@@ -109,7 +109,7 @@ def build_summary(
         "duplicates": sum(o.status == "duplicate" for o in outcomes),
         "failed": sum(o.status == "failed" for o in outcomes),
         "settling": len(settling),
-        "superseded": superseded,
+        "superseded": list(superseded),
         "pairs_added": sum(r["pairs"] for r in rows if r["status"] == "done"),
         "triplets": triplets,
         "videos_with_pairs": videos_with_pairs,
