@@ -56,6 +56,7 @@ def test_prefect_yaml_shape() -> None:
         assert f"def {func}(" in (REPO / path).read_text()
     assert deployments["harvest-folder"]["entrypoint"] == "trackemb/flows/harvest.py:harvest_flow"
     assert deployments["pipeline"]["entrypoint"] == "trackemb/flows/pipeline.py:pipeline_flow"
+    assert deployments["harvest-folder"]["parameters"]["settle_s"] >= 5  # watch mode: let copies finish
     # Registering must never start harvesting on its own: the schedule ships paused.
     assert all(s["active"] is False for s in deployments["harvest-folder"]["schedules"])
 
@@ -98,6 +99,7 @@ def test_build_deployments_follow_the_retrain_policy(tmp_path: Path) -> None:
     assert params["video_dir"] == str((tmp_path / "v").resolve())
     assert params["store"] == str((tmp_path / "o" / "patches.lmdb").resolve())
     assert never[0].concurrency_limit == 1
+    assert params["settle_s"] >= 5, "watch mode: files still being copied in wait for the next poll"
     assert never[0].entrypoint == "trackemb.flows.harvest.harvest_flow", (
         "module entrypoint: serve works from any cwd"
     )
@@ -115,6 +117,7 @@ def test_build_deployments_follow_the_retrain_policy(tmp_path: Path) -> None:
         ("pipeline-served", [("0 * * * *", True)]),
     ]
     assert on_new[1].parameters["out_dir"] == str((tmp_path / "o").resolve())
+    assert on_new[1].parameters["settle_s"] >= 5
     assert on_new[1].concurrency_limit == 1
 
 
