@@ -60,13 +60,26 @@ def harvest_folder(
     The summary JSON next to the store marks a finished harvest; a partial store is resumed.
     """
     summary = store.with_name(store.name + ".harvest.json")
-    if summary.is_file() and store.exists():
+    if summary.is_file() and _readable(store):
         return json.loads(summary.read_text())
     log(f"[quality] harvesting {video_dir} -> {store} (default settings) ...")
     store.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "trackemb.cli", "harvest", str(video_dir), "--store", str(store)]
     subprocess.run([*cmd, *(extra or []), "--json", str(summary)], check=True, env=harvest_env())
     return json.loads(summary.read_text())
+
+
+def _readable(store: Path) -> bool:
+    """The store exists and this trackemb reads it (an older schema goes back through the harvest,
+    which migrates it or says what to do)."""
+    from trackemb.storage.store import open_reader
+
+    try:
+        with open_reader(str(store)) as reader:
+            reader.videos()
+        return True
+    except Exception:  # noqa: BLE001 - any failure to read means "harvest again"
+        return False
 
 
 def real_set(root: Path) -> EvalSet:
