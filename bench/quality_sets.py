@@ -49,6 +49,7 @@ def harvest_env() -> dict[str, str]:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    env.setdefault("COLUMNS", "120")  # rich tables in a captured log: wide enough to stay readable
     return env
 
 
