@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from synthetic import write_synthetic_video
@@ -63,3 +64,17 @@ def test_pool_reports_the_signal_and_replaces_the_worker(
     assert default_workers() >= 1
     with pytest.raises(ValueError, match="at least 1"):
         HarvestPool(0, HarvestConfig())
+
+
+def test_a_dask_killed_worker_is_recorded_as_crashed(videos: Path) -> None:
+    from distributed.scheduler import KilledWorker
+
+    from trackemb.flows.harvest import _resolve
+
+    class Gone:  # what a Dask future does after the scheduler gave up on a task
+        def result(self) -> None:
+            raise KilledWorker("harvest-task", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+
+    outcome = _resolve(str(videos / "a.mp4"), Gone())
+    assert outcome.status == "failed" and outcome.record.error_kind == "crashed"
+    assert "Dask worker" in outcome.record.error and len(outcome.sha) == 64

@@ -79,11 +79,13 @@ def _worker(
             conn.send(("raise", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
-def crash_outcome(path: str, exitcode: int | None) -> HarvestOutcome:
+def crash_outcome(path: str, exitcode: int | None, how: str = "") -> HarvestOutcome:
     """The failed outcome of a video whose worker process died (keyed by content hash when readable)."""
     from trackemb.tracking.decode import video_sha
 
-    if exitcode is not None and exitcode < 0:
+    if how:
+        pass
+    elif exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:

@@ -33,7 +33,7 @@ from trackemb.ingest import (
     harvest_one,
     unreadable_key,
 )
-from trackemb.pool import CRASH_RETRIES, HarvestPool, count_crash, default_workers
+from trackemb.pool import CRASH_RETRIES, HarvestPool, count_crash, crash_outcome, default_workers
 from trackemb.storage.store import PatchStore, open_reader
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,9 @@ def harvest_flow(
         if shards:
             futures = [(p, harvest_to_shard_task.submit(p, config, done, store)) for p in paths]
             wait([f for _, f in futures])
-            outcomes = [ledger.commit(_resolve(p, f)) for p, f in futures]
+            for p, f in futures:
+                outcome = _resolve(p, f)
+                outcomes.append(ledger.commit(count_crash(outcome, crashes.get(outcome.sha, 0))))
         else:
             pool = HarvestPool(n_workers, config, done | gave_up) if n_workers > 0 else None
             pool_key = f"{os.getpid()}-{id(pool)}"
@@ -214,5 +216,7 @@ def _resolve(path: str, future: Any) -> HarvestOutcome:
     try:
         return future.result()
     except Exception as exc:  # noqa: BLE001
+        if type(exc).__name__ == "KilledWorker":  # Dask: each worker that tried this video died on it
+            return crash_outcome(path, None, how=f"every Dask worker that tried it died: {exc}")
         rec = failure_record(path, unreadable_key(path), "transient_io", f"gave up after retries: {exc}")
         return HarvestOutcome("failed", path, rec.sha, record=rec)
