@@ -78,3 +78,41 @@ def test_a_dask_killed_worker_is_recorded_as_crashed(videos: Path) -> None:
     outcome = _resolve(str(videos / "a.mp4"), Gone())
     assert outcome.status == "failed" and outcome.record.error_kind == "crashed"
     assert "Dask worker" in outcome.record.error and len(outcome.sha) == 64
+
+
+_BUSY_PARENT = """
+import sys, time
+from trackemb.config import HarvestConfig
+from trackemb.pool import HarvestPool
+if __name__ == "__main__":
+    pool = HarvestPool(1, HarvestConfig())
+    pool.submit(sys.argv[1])
+    print("submitted", flush=True)
+    time.sleep(300)
+"""
+
+
+def test_workers_die_with_a_killed_harvest(tmp_path: Path, sample_videos: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "parent.py"
+    script.write_text(_BUSY_PARENT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, str(script), str(sample_videos / "vtest.mp4")], env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None and parent.stdout.readline().strip() == "submitted"
+        deadline, busy = time.monotonic() + 60, []
+        while not busy and time.monotonic() < deadline:  # wait until the worker is decoding
+            busy = [k for k in psutil.Process(parent.pid).children() if k.cpu_percent(interval=0.3) > 5]
+        assert busy, "the worker never started harvesting"
+    finally:
+        parent.kill()  # kill -9: no atexit, no pool.close()
+        parent.wait()
+    gone = psutil.wait_procs(busy, timeout=10)[1] == []
+    assert gone, "a harvest worker kept running after its parent was killed"

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
@@ -55,9 +56,23 @@ def _limit_threads(core: int | None, threads: int | None) -> None:
         cv2.setNumThreads(threads)
 
 
+def _die_with_parent(parent: int) -> None:
+    """A harvest killed with -9 must not leave workers decoding for nobody (Linux: PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
+
+
 def _worker(
-    conn: Connection, cfg: HarvestConfig, skip: set[str], core: int | None, threads: int | None
+    conn: Connection, cfg: HarvestConfig, skip: set[str], core: int | None, threads: int | None, parent: int
 ) -> None:
+    _die_with_parent(parent)
     _limit_threads(core, threads)
     crash_on = os.environ.get(CRASH_HOOK_ENV)
     while True:
@@ -161,7 +176,7 @@ class HarvestPool:
         mine, theirs = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_worker,
-            args=(theirs, *self._args, core, self._threads),
+            args=(theirs, *self._args, core, self._threads, os.getpid()),
             name=f"trackemb-harvest-{slot}",
             daemon=True,
         )
