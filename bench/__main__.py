@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print one table, write ``bench/results/<name>.json``.
 
-python -m bench                      # all benchmarks (about 10 minutes on 2 cores)
+python -m bench                      # all benchmarks (about 20 minutes on 2 cores; store_scale builds 100k-video and 1M-patch stores)
 python -m bench --only harvest,store # a subset
 python -m bench --quick              # tiny inputs, seconds (what tests/test_bench_smoke.py runs)
 """
