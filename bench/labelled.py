@@ -25,9 +25,12 @@ from bench.corpus_io import write_video
 from trackemb.config import HarvestConfig
 from trackemb.tracking.crops import crop_patch, encode_jpeg
 
-GENERATOR_VERSION = 1
-N_IDS = 16  # identities: every held-out still that is not a background, then one frame per held-out clip
+GENERATOR_VERSION = 3
+REPEATS, PER_VIDEO = 4, 4  # each identity appears in 4 videos, 4 identities per video
+# Identities (16): one frame of each held-out clip, then every held-out still but the two
+# backgrounds and face03 (a third photo of the man in face01/02 and in both psychopy clips).
 BACKGROUND_STILLS = ("psychopy_panorama", "psychopy_bart_background")
+UNUSED_STILLS = ("psychopy_face03",)
 SIZE = (320, 240)  # w, h of the generated videos
 
 
@@ -125,11 +128,11 @@ def render(
         p0 = rng.uniform((60, 60), (w - 60, h - 60))
         p1 = rng.uniform((60, 60), (w - 60, h - 60))
         motions.append(
-            dict(p0=p0, p1=p1, s=rng.uniform(0.7, 1.1), ds=rng.uniform(0.15, 0.35), a0=rng.uniform(-30, 30),
+            dict(p0=p0, p1=p1, s=rng.uniform(0.8, 1.1), ds=rng.uniform(0.1, 0.3), a0=rng.uniform(-30, 30),
                  da=rng.uniform(-45, 45), g0=rng.uniform(0.6, 1.0), g1=rng.uniform(1.0, 1.4),
-                 blur=rng.uniform(0.5, 2.5), phase=rng.uniform(0, 2 * np.pi))
+                 blur=rng.uniform(0.5, 1.8), phase=rng.uniform(0, 2 * np.pi))
         )  # fmt: skip
-    occ = cv2.resize(occluder, (int(w * 0.12), h))
+    occ = cv2.resize(occluder, (int(w * 0.1), h))
     occ_x0, occ_x1 = (-occ.shape[1], w) if rng.random() < 0.5 else (w, -occ.shape[1])
     video = Video(name, [o.identity for o in objs], boxes={o.identity: [] for o in objs})
     for t in range(n_frames):
@@ -257,19 +260,24 @@ def build(root: Path, clips: list, seed: int = 0, log=print) -> dict[str, np.nda
         return data
     rng = np.random.default_rng(seed)
     log(f"[labelled] generating into {cache} ...")
-    load = lambda c, side: fit(cv2.imread(str(root / "clips" / c.filename)), side)  # noqa: E731
-    objects = [(load(c, 480), c.name) for c in stills if c.name not in BACKGROUND_STILLS]
-    backgrounds = [(load(c, 2048), c.name) for c in stills if c.name in BACKGROUND_STILLS]
+    objects: list[tuple[np.ndarray, str]] = []
+    backgrounds: list[tuple[np.ndarray, str]] = []
     for c in videos:
         frames = [fit(f, 480) for f in read_frames(root / "clips" / c.filename, 3, rng)]
-        if len(objects) < N_IDS:
-            objects.append((frames.pop(0), c.name))
-        backgrounds += [(f, c.name) for f in frames]
-    data = generate(objects[:N_IDS], backgrounds, cache / "videos", seed=seed)
+        objects.append((frames[0], c.name))
+        backgrounds += [(f, c.name) for f in frames[1:]]
+    for c in stills:
+        img = cv2.imread(str(root / "clips" / c.filename))
+        if c.name in BACKGROUND_STILLS:
+            backgrounds.append((fit(img, 2048), c.name))
+        elif c.name not in UNUSED_STILLS:
+            objects.append((fit(img, 480), c.name))
+    n_videos = len(objects) * REPEATS // PER_VIDEO
+    data = generate(objects, backgrounds, cache / "videos", seed=seed, n_videos=n_videos, per_video=PER_VIDEO)
     lens = np.array([len(j) for j in data["jpegs"]], dtype=np.int64)
     blob = np.frombuffer(b"".join(data["jpegs"]), dtype=np.uint8)
     arrays = {k: v for k, v in data.items() if k != "jpegs"}
     np.savez(cache / "patches.tmp.npz", jpeg_blob=blob, jpeg_len=lens, **arrays)
     (cache / "patches.tmp.npz").replace(cache / "patches.npz")
-    (cache / "sources.json").write_text(json.dumps({"objects": [n for _, n in objects[:N_IDS]]}, indent=1))
+    (cache / "sources.json").write_text(json.dumps({"objects": [n for _, n in objects]}, indent=1))
     return data
