@@ -134,3 +134,28 @@ def test_boxes_are_where_the_objects_were_pasted() -> None:
             )  # the object is in its box (or behind the occluder)
             inside[max(0, y - 6) : y + h + 6, max(0, x - 6) : x + w + 6] = True  # blur spreads a few px
         assert changed[~inside].sum() == 0, t  # and nowhere else
+
+
+def test_random_baseline_is_the_untrained_twin_on_the_same_layer(tmp_path: Path) -> None:
+    import torch
+    from embed_fixtures import make_run_dir
+
+    from bench.quality_sets import embedding_layer, encoders, read_card
+    from trackemb.config import ExportConfig
+    from trackemb.embedding.export import export_encoder
+
+    x = torch.rand(5, 3, 32, 32)
+    # Step-0 runs: their weights are exactly training's seeded init, so the twin must reproduce
+    # the export's output, on the layer the export embeds with.
+    for layer, dim in (("head", 16), ("backbone", 128)):
+        run = make_run_dir(tmp_path / layer / "run", seed=3, embed_layer=layer)
+        export = export_encoder(run, tmp_path / layer / "export", ExportConfig(onnx=False))
+        card = read_card(export)
+        assert embedding_layer(card) == layer and card["embedding_dim"] == dim
+        encs = encoders(export, card)
+        with torch.no_grad():
+            trained = encs["trained"][0](x)
+            twin = torch.nn.functional.normalize(encs["random_init"][0](x), dim=1)
+        assert trained.shape == twin.shape == (5, dim)
+        torch.testing.assert_close(twin, trained, atol=1e-5, rtol=0)
+    assert encs["raw_pixels"][1] == 16 and encs["raw_pixels"][0](x).shape[1] == 3 * 32 * 32
