@@ -8,6 +8,7 @@ from __future__ import annotations
 # name -> module, in the order the table lists them.
 BENCHMARKS = {
     "harvest": "bench.bench_harvest",
+    "coverage": "bench.bench_coverage",
     "store": "bench.bench_store",
     "store_scale": "bench.bench_store_scale",
     "cluster": "bench.bench_cluster",

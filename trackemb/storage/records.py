@@ -69,6 +69,14 @@ class VideoRecord(Record):
     # \xNN escapes (msgpack and JSON need valid UTF-8). See trackemb/fsnames.py.
     path_bytes: bytes = b""
     also_at: list[str] = field(default_factory=list)  # other paths with identical content
+    # Yield: how the harvest looked for movers and what it threw away (stores before these
+    # fields read them as the defaults).
+    motion_path: str = ""  # "flow" (sparse flow, camera compensated) | "background" (fixed camera)
+    camera_px: float = 0.0  # median camera motion per frame in the probe (working px; -1: unknown)
+    analysed: int = 0  # frames on which motion discovery ran
+    rejected: dict[str, int] = field(default_factory=dict)  # rule -> analysed frames it rejected
+    candidates: int = 0  # tracks followed before the track filters
+    warning: str = ""  # e.g. visible motion but 0 tracks, naming the rule
 
     def __post_init__(self) -> None:
         if not fsnames.is_utf8(self.path):
@@ -78,6 +86,28 @@ class VideoRecord(Record):
     def fs_path(self) -> str:
         """The path as the file system knows it (exact, also for non-UTF-8 names)."""
         return fsnames.from_stored(self.path, self.path_bytes)
+
+    def yield_columns(self) -> dict[str, Any]:
+        """The per-video yield fields of harvest summaries (``--json``) and ``inspect``."""
+        return {
+            "frames": self.frames,
+            "declared_frames": self.declared_frames,
+            "motion": self.motion_path,
+            "analysed": self.analysed,
+            "rejected": dict(self.rejected),
+            "candidates": self.candidates,
+            "warning": self.warning,
+        }
+
+
+def frames_text(row: dict[str, Any]) -> str:
+    """``decoded/declared`` frames of a summary row ("?" where the container declares none)."""
+    return f"{row.get('frames', 0)}/{row.get('declared_frames') or '?'}"
+
+
+def rejected_text(row: dict[str, Any]) -> str:
+    """Frames rejected per rule of a summary row, e.g. ``camera_motion=3 too_little_motion=40``."""
+    return " ".join(f"{k}={v}" for k, v in sorted((row.get("rejected") or {}).items()) if v) or "-"
 
 
 @dataclass

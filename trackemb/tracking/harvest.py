@@ -1,7 +1,9 @@
 """Video -> tracks -> patches and positive pairs: a pure function of the video and the config.
 
-One pass over the decoded frames: active tracks are updated on each working frame, and on
-seed frames motion discovery starts new tracks on moving regions not already followed.
+A probe of the first frames picks the motion path (probe.py). Then one pass over the decoded
+frames: on the flow path active tracks are updated on each working frame and, on seed frames,
+motion discovery starts new tracks on moving regions not already followed; on the background
+path foreground blobs are chained into tracks (background.py).
 Patches are cut from the full-resolution frames, so tracking resolution never limits patch
 quality. The same file and config always give the same records and the same JPEG bytes.
 """
@@ -10,30 +12,37 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from trackemb.config import HarvestConfig
 from trackemb.errors import VideoDecodeError
-from trackemb.storage.records import (
-    Box,
-    PairRecord,
-    PatchRecord,
-    TrackRecord,
-    VideoHarvest,
-    VideoRecord,
-    patch_key,
-)
-from trackemb.tracking.cooccur import apart_tracks
-from trackemb.tracking.crops import blur_var, crop_patch, encode_jpeg, pair_change
+from trackemb.storage.records import VideoHarvest, VideoRecord
+from trackemb.tracking.background import BackgroundModel, background_pass
 from trackemb.tracking.decode import video_sha
-from trackemb.tracking.motion import WorkBox, WorkFrame, find_moving_regions, make_work_frame, object_points
+from trackemb.tracking.motion import (
+    WorkFrame,
+    find_moving_regions,
+    make_work_frame,
+    min_region_work_px,
+    object_points,
+)
 from trackemb.tracking.prefetch import Prefetch
+from trackemb.tracking.probe import Probe, probe_video
 from trackemb.tracking.stream import check_complete, iter_frames
-from trackemb.tracking.tracker import Tracker, build_tracker, update_trackers
+from trackemb.tracking.tracker import build_tracker, update_trackers
+from trackemb.tracking.tracks import (
+    TrackBuild,
+    add_frame,
+    build_records,
+    finish_track,
+    inner_offsets,
+    min_span,
+    overlap,
+    to_full,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +56,13 @@ Progress = Callable[[int, int], None]
 _RETRY_SKIP_FRAMES = 2
 
 
-@dataclass
-class _Track:
-    """A track being followed. Only the patches that may be stored are cut: the first, the
-    inner ones at fixed offsets, and the last (from a reference to the latest frame)."""
-
-    seq: int  # creation order; kept tracks are numbered in this order
-    tracker: Tracker
-    box: WorkBox
-    inner_offsets: list[int]
-    frames: list[int] = field(default_factory=list)
-    boxes: list[Box] = field(default_factory=list)
-    patches: dict[int, np.ndarray] = field(default_factory=dict)  # position in frames -> patch
-    last_bgr: np.ndarray | None = None
-    end_reason: str = "video_end"
-
-
-def _to_full(box: WorkBox, scale: float) -> Box:
-    # Rounded so that records do not carry float noise into the store's bytes.
-    return tuple(round(v / scale, 2) for v in box)  # type: ignore[return-value]
-
-
-def _overlap(a: WorkBox, b: WorkBox) -> float:
-    """Intersection area over the area of ``a``."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / max(a[2] * a[3], 1e-6)
+# Frames rejected by each rule, as the yield columns name them; reasons of find_moving_regions map here.
+RULES = ("camera_motion", "too_little_motion", "no_seeds")
+_RULE_OF = {
+    "camera_motion": "camera_motion",
+    "no_homography": "camera_motion",
+    "no_region": "too_little_motion",
+}
 
 
 def harvest_video(
@@ -88,54 +78,51 @@ def harvest_video(
 
     Returns:
         VideoHarvest with status "done", kept tracks, patches (JPEG bytes keyed by
-        ``patch_key(sha, track_id, frame)``) and pairs (first-last, plus first-inner).
+        ``patch_key(sha, track_id, frame)``) and pairs (first-last, plus first-inner); the video
+        record carries the yield: decoded/declared frames, motion path, frames rejected by rule.
 
     Raises:
-        VideoDecodeError: the file is missing, unreadable, empty, not a video, or has no frames.
+        VideoDecodeError: the file is missing, unreadable, empty, not a video, has no frames, or
+            decoding ended far short of the declared frame count (``truncated``).
     """
     t0 = time.perf_counter()
     sha = sha or video_sha(path)
+    probe = probe_video(path, cfg)
     stream = iter_frames(path, cfg.decode)
     info = stream.info
     total = len(range(0, min(info.frames, cfg.decode.max_frames or info.frames), cfg.decode.frame_stride))
-    inner_offsets = _inner_offsets(cfg.track.track_len_frames, cfg.inner_samples)
-    active: list[_Track] = []
-    done: list[_Track] = []
-    prev: WorkFrame | None = None
-    next_seed, n_frames, last_index = 0, 0, -1
-    px = cfg.decode.work_long_side_px
+    bg = probe.path == "background" and probe.background is not None
+    px = cfg.motion.background_long_side_px if bg else cfg.decode.work_long_side_px
     # Decoding and the gray working frame run one thread ahead of the analysis (prefetch.py).
     frames = Prefetch(stream, lambda f: (f[0], f[1], make_work_frame(f[0], f[1], px)))
-    for k, (idx, bgr, cur) in enumerate(frames):
-        active = _advance(active, cur, bgr, cfg, done)
-        room = len(done) + len(active) < cfg.max_tracks_per_video
-        if prev is not None and k >= next_seed and room:
-            motion = find_moving_regions(prev, cur, cfg.motion)
-            next_seed = k + (cfg.motion.seed_every_frames if motion.accepted else 1 + _RETRY_SKIP_FRAMES)
-            if motion.accepted:
-                for box in motion.boxes:
-                    if any(_overlap(box, t.box) > 0.25 for t in active):
-                        continue  # already followed
-                    # A region without enough independently moving texture is usually an
-                    # occlusion edge or flicker, not an object: following it tracks background.
-                    points = object_points(prev, cur, box, motion, cfg.motion)
-                    if len(points) < cfg.track.min_points:
-                        continue
-                    trk = _Track(len(done) + len(active), build_tracker(cfg.track), box, inner_offsets)
-                    trk.tracker.init(cur, box, points)
-                    _add(trk, idx, bgr, _to_full(box, cur.scale), cfg)
-                    active.append(trk)
-        prev, n_frames, last_index = cur, n_frames + 1, idx
-        if progress is not None:
-            progress(n_frames, max(total, n_frames))
+    seen = [0, -1, 1.0]  # frames, last index, work scale
+
+    def counted(
+        items: Iterable[tuple[int, np.ndarray, WorkFrame]],
+    ) -> Iterator[tuple[int, np.ndarray, WorkFrame]]:
+        for item in items:
+            seen[:] = [seen[0] + 1, item[0], item[2].scale]
+            yield item
+            if progress is not None:
+                progress(int(seen[0]), max(total, int(seen[0])))
+
+    rejected = dict.fromkeys(RULES, 0)
+    if bg:
+        assert probe.background is not None
+        tracks, attempts = background_pass(
+            counted(frames), BackgroundModel(probe.background, cfg.motion), cfg, rejected
+        )
+        side_min = 0.0  # blob size is checked on the foreground mask (bg_min_area_work_px)
+    else:
+        tracks, attempts = _flow_pass(counted(frames), cfg, rejected)
+        side_min = min_region_work_px(cfg.motion, seen[2]) / seen[2]
+    n_frames, last_index = int(seen[0]), int(seen[1])
     if n_frames == 0:
         raise VideoDecodeError(str(path), "no frame could be decoded", "zero_frames")
     decoded = max(stream.decoded_frames, last_index + 1)
     check_complete(path, stream.declared_frames, decoded, cfg.decode)
-    for trk in active:
-        _finish(trk, cfg)
-    done.extend(active)
-    harvest = _records(sha, sorted(done, key=lambda t: t.seq), cfg)
+    tracks.sort(key=lambda t: t.seq)
+    harvest = build_records(sha, tracks, cfg, span_min=min_span(cfg, n_frames), side_min=side_min)
     harvest.video = VideoRecord(
         sha=sha,
         path=str(path),
@@ -150,95 +137,99 @@ def harvest_video(
         n_patches=len(harvest.patches),
         n_pairs=len(harvest.pairs),
         seconds=round(time.perf_counter() - t0, 3),
+        motion_path="background" if bg else "flow",
+        camera_px=probe.camera_px if np.isfinite(probe.camera_px) else -1.0,
+        analysed=attempts,
+        rejected=rejected,
+        candidates=len(tracks),
     )
+    harvest.video.warning = _warning(harvest.video, probe, min_span(cfg, n_frames))
     log.info(
-        "%s: %d frames, %d candidate tracks -> %d tracks, %d pairs in %.1fs",
-        path, n_frames, len(done), len(harvest.tracks), len(harvest.pairs), harvest.video.seconds,
+        "%s: %d of %d declared frames decoded, motion path %s, %d candidate tracks -> %d tracks, %d pairs in %.1fs%s",
+        path, decoded, stream.declared_frames, harvest.video.motion_path, len(tracks), len(harvest.tracks),
+        len(harvest.pairs), harvest.video.seconds, f"; WARNING {harvest.video.warning}" if harvest.video.warning else "",
     )  # fmt: skip
     return harvest
 
 
+def _warning(rec: VideoRecord, probe: Probe, span: int) -> str:
+    """Why a video with visible motion gave no track, naming the rule; a large count mismatch."""
+    notes = []
+    if rec.declared_frames and rec.frames > 1.1 * rec.declared_frames + 1:
+        notes.append(f"container declares {rec.declared_frames} frames but {rec.frames} were decoded")
+    if rec.n_tracks == 0 and probe.visible_motion:
+        if rec.candidates:
+            notes.append(
+                f"visible motion but 0 tracks: all {rec.candidates} candidate tracks were dropped by the track "
+                f"filters (shorter than {span} frames, boxes too small, blurry or near-duplicate patches)"
+            )
+        else:
+            rule = max(RULES, key=lambda r: rec.rejected.get(r, 0))
+            notes.append(
+                f"visible motion but 0 tracks: rule '{rule}' rejected {rec.rejected.get(rule, 0)} of "
+                f"{rec.analysed} analysed frames ({rec.motion_path} path)"
+            )
+    return "; ".join(notes)
+
+
+def _flow_pass(
+    frames: Iterable[tuple[int, np.ndarray, WorkFrame]], cfg: HarvestConfig, rejected: dict[str, int]
+) -> tuple[list[TrackBuild], int]:
+    """Sparse flow: seed tracks on camera-compensated moving regions, follow them with median flow.
+
+    Returns all tracks and the number of frames on which discovery ran; each discovery that gave
+    no track counts against the rule that stopped it in ``rejected``.
+    """
+    offsets = inner_offsets(cfg.track.track_len_frames, cfg.inner_samples)
+    active: list[TrackBuild] = []
+    done: list[TrackBuild] = []
+    prev: WorkFrame | None = None
+    next_seed, attempts = 0, 0
+    for k, (idx, bgr, cur) in enumerate(frames):
+        active = _advance(active, cur, bgr, cfg, done)
+        room = len(done) + len(active) < cfg.max_tracks_per_video
+        if prev is not None and k >= next_seed and room:
+            attempts += 1
+            motion = find_moving_regions(prev, cur, cfg.motion)
+            next_seed = k + (cfg.motion.seed_every_frames if motion.accepted else 1 + _RETRY_SKIP_FRAMES)
+            started = 0
+            for box in motion.boxes:
+                if any(overlap(box, t.box) > 0.25 for t in active):
+                    started += 1  # already followed
+                    continue
+                # A region without enough independently moving texture is usually an
+                # occlusion edge or flicker, not an object: following it tracks background.
+                points = object_points(prev, cur, box, motion, cfg.motion)
+                if len(points) < cfg.track.min_points:
+                    continue
+                trk = TrackBuild(len(done) + len(active), build_tracker(cfg.track), box, list(offsets))
+                trk.tracker.init(cur, box, points)
+                add_frame(trk, idx, bgr, to_full(box, cur.scale), cfg)
+                active.append(trk)
+                started += 1
+            if not started:
+                rejected[_RULE_OF.get(motion.reason, "no_seeds")] += 1
+        prev = cur
+    for trk in active:
+        finish_track(trk, cfg)
+    return done + active, attempts
+
+
 def _advance(
-    active: list[_Track], cur: WorkFrame, bgr: np.ndarray, cfg: HarvestConfig, done: list[_Track]
-) -> list[_Track]:
+    active: list[TrackBuild], cur: WorkFrame, bgr: np.ndarray, cfg: HarvestConfig, done: list[TrackBuild]
+) -> list[TrackBuild]:
     """Update every active track on ``cur``; ended tracks move to ``done``. Returns those still active."""
     if not active:
         return active
-    still: list[_Track] = []
+    still: list[TrackBuild] = []
     for trk, step in zip(active, update_trackers([t.tracker for t in active], cur), strict=True):
         if step.box is not None:
             trk.box = step.box
-            _add(trk, cur.index, bgr, _to_full(step.box, cur.scale), cfg)
+            add_frame(trk, cur.index, bgr, to_full(step.box, cur.scale), cfg)
         if step.reason:
             trk.end_reason = step.reason
-            _finish(trk, cfg)
+            finish_track(trk, cfg)
             done.append(trk)
         else:
             still.append(trk)
     return still
-
-
-def _add(trk: _Track, idx: int, bgr: np.ndarray, box: Box, cfg: HarvestConfig) -> None:
-    pos = len(trk.frames)
-    if pos == 0 or (trk.inner_offsets and idx - trk.frames[0] >= trk.inner_offsets[0]):
-        if pos > 0:
-            trk.inner_offsets = trk.inner_offsets[1:]
-        trk.patches[pos] = crop_patch(bgr, box, cfg.context_frac, cfg.patch_px)
-    trk.frames.append(idx)
-    trk.boxes.append(box)
-    trk.last_bgr = bgr
-
-
-def _finish(trk: _Track, cfg: HarvestConfig) -> None:
-    """Cut the last patch and drop the frame reference (the last box may also be an inner one)."""
-    last = len(trk.frames) - 1
-    trk.patches.pop(last, None)
-    if last > 0 and trk.last_bgr is not None:
-        trk.patches[last] = crop_patch(trk.last_bgr, trk.boxes[-1], cfg.context_frac, cfg.patch_px)
-    trk.last_bgr = None
-
-
-def _usable(trk: _Track, cfg: HarvestConfig) -> bool:
-    last = len(trk.frames) - 1
-    span = trk.frames[-1] - trk.frames[0] + 1
-    if last == 0 or span < cfg.min_track_frac * cfg.track.track_len_frames:
-        return False
-    min_side = cfg.motion.min_region_px
-    if min(trk.boxes[0][2:]) < min_side or min(trk.boxes[-1][2:]) < min_side:
-        return False
-    first, final = trk.patches[0], trk.patches[last]
-    if blur_var(first) < cfg.min_blur_var or blur_var(final) < cfg.min_blur_var:
-        return False
-    return pair_change(first, final) >= cfg.min_pair_change
-
-
-def _inner_offsets(track_len: int, k: int) -> list[int]:
-    """Up to ``k`` evenly spaced frame offsets strictly inside a full-length track."""
-    pos = np.round(np.linspace(0, track_len - 1, k + 2)[1:-1]).astype(int)
-    return sorted({int(p) for p in pos if 0 < p < track_len - 1})
-
-
-def _records(sha: str, tracks: list[_Track], cfg: HarvestConfig) -> VideoHarvest:
-    out = VideoHarvest(video=VideoRecord(sha=sha, path="", status="done"))
-    kept = [t for t in tracks if _usable(t, cfg)][: cfg.max_tracks_per_video]
-    for tid, trk in enumerate(kept):
-        out.tracks.append(
-            TrackRecord(sha, tid, trk.frames[0], trk.frames[-1], trk.frames, trk.boxes, trk.end_reason)
-        )
-        first, last = trk.patches[0], len(trk.frames) - 1
-        chosen = [(0, "first"), (last, "last")]
-        for pos in sorted(p for p in trk.patches if 0 < p < last):
-            patch = trk.patches[pos]
-            if blur_var(patch) >= cfg.min_blur_var and pair_change(first, patch) >= cfg.min_pair_change:
-                chosen.append((pos, "inner"))
-        keys = []
-        for pos, role in chosen:
-            key = patch_key(sha, tid, trk.frames[pos])
-            out.patches.append(PatchRecord(key, sha, tid, trk.frames[pos], trk.boxes[pos], role))
-            out.jpegs[key] = encode_jpeg(trk.patches[pos], cfg.jpeg_quality)
-            keys.append(key)
-        out.pairs.extend(PairRecord(keys[0], key, sha, tid) for key in keys[1:])
-    apart = apart_tracks([(t.track_id, t.frames, t.boxes) for t in out.tracks])
-    for track in out.tracks:
-        track.apart = apart[track.track_id]
-    return out

@@ -107,7 +107,7 @@ def _reject(
     return MotionResult(False, reason, frac, [], pts, mov)
 
 
-def _spread_corners(gray: np.ndarray, mask: np.ndarray, n: int, grid: tuple[int, int] = (8, 6)) -> np.ndarray:
+def spread_corners(gray: np.ndarray, mask: np.ndarray, n: int, grid: tuple[int, int] = (8, 6)) -> np.ndarray:
     """Up to ``n`` corners, (N, 2) float32, at most ``n / cells`` per grid cell.
 
     The strongest corners of a frame often all lie on a few high-contrast objects; if they
@@ -135,7 +135,7 @@ def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> M
     margin = LK_WIN[0] // 2 + 2  # points at the border are where a pan uncovers new content
     mask = np.zeros_like(prev.gray)
     mask[margin : h - margin, margin : w - margin] = 255
-    p0 = _spread_corners(prev.gray, mask, cfg.max_corners)
+    p0 = spread_corners(prev.gray, mask, cfg.max_corners)
     if len(p0) < 16:
         return _reject("few_points")
     p1, fb = flow_fb(prev, cur, p0)
@@ -144,7 +144,7 @@ def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> M
     p0, p1 = p0[good], p1[good]
     if len(p0) < 16:
         return _reject("few_points")
-    thr = cfg.residual_px * cur.scale
+    thr = max(cfg.residual_px * cur.scale, cfg.residual_min_work_px)
     # USAC_ACCURATE (graph-cut RANSAC with local optimisation) rather than plain RANSAC: with
     # a sub-pixel threshold plain RANSAC sometimes settles on a homography that is 0.5 px off
     # in one corner of the frame, which then shows up as a "moving" background region.
@@ -160,7 +160,9 @@ def find_moving_regions(prev: WorkFrame, cur: WorkFrame, cfg: MotionConfig) -> M
     # bound keeps its meaning ("most points move: camera motion the homography did not
     # explain") on the whole frame; the lower bound ("too few: noise") is applied per region,
     # to the points inside each candidate box, so isolated LK noise never seeds a track.
-    if frac > cfg.max_moving_frac:
+    # ... and only while the camera moves: with a fixed camera over a plain background the movers
+    # hold most of the corners, and those are the frames with the most to give.
+    if frac > cfg.max_moving_frac and camera_shift(homography, (h, w)) >= cfg.static_camera_px:
         return _reject("camera_motion", frac, p1, moving)
     boxes = _regions(p1, moving, (h, w), cfg, cur.scale)
     if not boxes:
@@ -203,6 +205,19 @@ def object_points(
     return np.ascontiguousarray(pts[keep], np.float32)
 
 
+def camera_shift(homography: np.ndarray, shape: tuple[int, int]) -> float:
+    """Largest displacement (px) that ``homography`` (3, 3) gives a corner of an (h, w) frame."""
+    h, w = shape
+    corners = np.float32([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]]).reshape(-1, 1, 2)
+    moved = cv2.perspectiveTransform(corners, homography)
+    return float(np.linalg.norm((moved - corners).reshape(-1, 2), axis=1).max())
+
+
+def min_region_work_px(cfg: MotionConfig, scale: float) -> float:
+    """Smallest seed box side in working px at ``scale`` (working px per full-resolution px)."""
+    return max(cfg.min_region_px * scale, cfg.min_region_min_work_px)
+
+
 def _regions(
     pts: np.ndarray, moving: np.ndarray, shape: tuple[int, int], cfg: MotionConfig, scale: float
 ) -> list[WorkBox]:
@@ -210,7 +225,7 @@ def _regions(
     mov_pts = pts[moving]
     if len(mov_pts) < cfg.min_region_points:
         return []
-    radius = max(2, round(cfg.cluster_radius_px * scale))
+    radius = max(2, round(max(cfg.cluster_radius_px * scale, cfg.cluster_radius_min_work_px)))
     raster = np.zeros((h, w), np.uint8)
     for x, y in np.round(mov_pts).astype(int):
         cv2.circle(raster, (int(x), int(y)), radius, 255, -1)
@@ -219,7 +234,7 @@ def _regions(
         np.clip(np.round(mov_pts[:, 1]).astype(int), 0, h - 1),
         np.clip(np.round(mov_pts[:, 0]).astype(int), 0, w - 1),
     ]
-    min_side = cfg.min_region_px * scale
+    min_side = min_region_work_px(cfg, scale)
     boxes: list[WorkBox] = []
     for comp in range(1, n):
         members = mov_pts[lab == comp]
