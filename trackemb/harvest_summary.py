@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackemb import fsnames
+from trackemb.storage.records import VideoRecord, frames_text, rejected_text
 
 if TYPE_CHECKING:
     from trackemb.ingest import HarvestOutcome
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 COLUMNS: list[tuple[str, str, bool]] = [
     ("file", "video", False),
     ("status", "status", False),
+    ("frames_shown", "frames", True),  # decoded/declared
+    ("motion", "motion", False),
+    ("rejected_shown", "rejected frames", False),  # per rule
     ("tracks", "tracks", True),
     ("pairs", "pairs", True),
     ("seconds", "seconds", True),
@@ -59,7 +63,16 @@ def summary_row(outcome: HarvestOutcome, root: str) -> dict[str, Any]:
         # The full path is in the footnote; decoders quoting it again would only push the cause off-screen.
         "cause": error.removeprefix(f"{path}:").strip().replace(path, short),
         "note": f"same content as {fsnames.display(duplicate_of)}" if duplicate_of else "",
+        **_yield(rec if rec is not None and outcome.status == "done" else None),
     }
+
+
+def _yield(rec: VideoRecord | None) -> dict[str, Any]:
+    """Yield fields of a done video (decoded/declared frames, motion path, frames rejected per
+    rule, warning); blanks for other rows."""
+    fields = (rec or VideoRecord("", "", "")).yield_columns()
+    shown = {"frames_shown": frames_text(fields), "rejected_shown": rejected_text(fields)} if rec else {}
+    return fields | ({"frames_shown": "", "rejected_shown": ""} | shown)
 
 
 def settling_row(path: str, age_s: float, root: str) -> dict[str, Any]:
@@ -113,7 +126,8 @@ def build_summary(
         "pairs_added": sum(r["pairs"] for r in rows if r["status"] == "done"),
         "triplets": triplets,
         "videos_with_pairs": videos_with_pairs,
-        "warnings": training_warnings(videos_with_pairs),
+        "warnings": training_warnings(videos_with_pairs)
+        + [f"{r['file']}: {r['warning']}" for r in rows if r.get("warning")],
         "videos": rows,
     }
 

@@ -18,6 +18,7 @@ from trackemb import pictures
 from trackemb.errors import StoreError
 from trackemb.storage import schema
 from trackemb.storage.env import StorePart, read_meta
+from trackemb.storage.records import frames_text, rejected_text
 from trackemb.storage.schema import PAIRS, PATCHES, TRACKS, TRIPLETS
 from trackemb.storage.shards import StoreView, open_reader, owned_videos, read_keys
 
@@ -54,9 +55,9 @@ def collect_stats(path: Path, parts: list[StorePart]) -> dict[str, Any]:
                 "path": rec.path,
                 "status": rec.status,
                 "shard": parts[i].name,
-                "frames": rec.frames,
                 "backend": rec.backend,
                 "seconds": rec.seconds,
+                **rec.yield_columns(),
                 **counts[sha],
                 "error": rec.error,
                 "error_kind": rec.error_kind,
@@ -124,12 +125,17 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines = [
         _summary_line(stats),
         "",
-        f"{'video':<40} {'status':<7} {'tracks':>6} {'patches':>7} {'pairs':>6}",
+        f"{'video':<40} {'status':<7} {'frames':>11} {'motion':<10} {'tracks':>6} {'patches':>7} {'pairs':>6}"
+        "  rejected frames",
     ]
     for v in stats["per_video"]:
         lines.append(
-            f"{Path(v['path']).name[:40]:<40} {v['status']:<7} {v[TRACKS]:>6} {v[PATCHES]:>7} {v[PAIRS]:>6}"
+            f"{Path(v['path']).name[:40]:<40} {v['status']:<7} {frames_text(v):>11} {v['motion'] or '-':<10} "
+            f"{v[TRACKS]:>6} {v[PATCHES]:>7} {v[PAIRS]:>6}  {rejected_text(v)}"
         )
+    warned = [v for v in stats["per_video"] if v.get("warning")]
+    if warned:
+        lines += ["", "warnings:"] + [f"  {v['path']}: {v['warning']}" for v in warned]
     if stats["errors"]:
         lines += ["", "errors:"] + [
             f"  {e['path']} [{e['error_kind']}] {e['error']}" for e in stats["errors"]
@@ -148,15 +154,30 @@ def stats_tables(stats: dict[str, Any]) -> list[Table]:
     summary.add_row("disk used", _mib(stats["used_bytes"]))
     summary.add_row("schema / config", f"{stats['schema_version']} / {stats['config_fingerprint'] or '-'}")
     videos = Table(title="videos")
-    for col in ("video", "status", "tracks", "patches", "pairs", "seconds", "shard"):
+    cols = (
+        "video",
+        "status",
+        "frames",
+        "motion",
+        "rejected frames",
+        "tracks",
+        "patches",
+        "pairs",
+        "seconds",
+        "shard",
+    )
+    for col in cols:
         videos.add_column(
-            col, justify="right" if col in ("tracks", "patches", "pairs", "seconds") else "left"
+            col, justify="right" if col in ("frames", "tracks", "patches", "pairs", "seconds") else "left"
         )
     for v in stats["per_video"]:
         status = v["status"] if v["status"] == "done" else f"[red]{v['status']}[/]"
         videos.add_row(
             Path(v["path"]).name,
             status,
+            frames_text(v),
+            v["motion"] or "-",
+            rejected_text(v),
             str(v[TRACKS]),
             str(v[PATCHES]),
             str(v[PAIRS]),
@@ -164,6 +185,14 @@ def stats_tables(stats: dict[str, Any]) -> list[Table]:
             v["shard"] or "-",
         )
     tables = [summary, videos]
+    warned = [v for v in stats["per_video"] if v.get("warning")]
+    if warned:
+        warnings = Table(title="warnings")
+        for col in ("video", "warning"):
+            warnings.add_column(col)
+        for v in warned:
+            warnings.add_row(Path(v["path"]).name, f"[yellow]{v['warning']}[/]")
+        tables.append(warnings)
     if stats["errors"]:
         errors = Table(title="errors")
         for col in ("video", "kind", "error"):
