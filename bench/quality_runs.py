@@ -139,16 +139,24 @@ def _cell(sets: dict[str, Any], method: str, set_name: str, metric: str) -> str:
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per config (trained encoder), then the baselines of the latest row."""
+    """Markdown: one line per config (trained encoder), then the baselines: raw pixels once, and the
+    untrained network once per distinct (architecture, embedding layer, dim, seed) among the rows."""
     head = "| config | train min | " + " | ".join(f"{s.split()[0]} {m}" for s, m in COLUMNS) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(COLUMNS)]
     for r in rows:
         sets = r["result"]["sets"]
         cells = [_cell(sets, "trained", s, m) for s, m in COLUMNS]
         lines.append(f"| {r['name']} | {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |")
+    twins: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        c = r["result"]["card"]
+        twins.setdefault(
+            f"{c['architecture']} {c['embedding_layer']} {c['embedding_dim']}-d, seed {c['seed']}", r
+        )
+    baselines = [(f"random init ({k})", "random_init", r) for k, r in twins.items()]
     if rows:
-        sets = rows[-1]["result"]["sets"]
-        for method in ("random_init", "raw_pixels", "pixels_pca128"):
-            cells = [_cell(sets, method, s, m) for s, m in COLUMNS]
-            lines.append(f"| *{method}* | – | " + " | ".join(cells) + " |")
+        baselines += [(m, m, rows[-1]) for m in ("raw_pixels", "pixels_pca128")]
+    for label, method, r in baselines:
+        cells = [_cell(r["result"]["sets"], method, s, m) for s, m in COLUMNS]
+        lines.append(f"| *{label}* | – | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -159,3 +159,34 @@ def test_random_baseline_is_the_untrained_twin_on_the_same_layer(tmp_path: Path)
         assert trained.shape == twin.shape == (5, dim)
         torch.testing.assert_close(twin, trained, atol=1e-5, rtol=0)
     assert encs["raw_pixels"][1] == 16 and encs["raw_pixels"][0](x).shape[1] == 3 * 32 * 32
+
+
+def _result(arch: str, layer: str, r1: float) -> dict:
+    metric = {"value": r1, "ci": [r1 - 0.1, r1 + 0.1]}
+    methods = {m: {"R@1": metric} for m in ("trained", "random_init", "raw_pixels", "pixels_pca128")}
+    card = {"architecture": arch, "embedding_layer": layer, "embedding_dim": 8, "seed": 0}
+    return {"card": card, "sets": {"held-out real scenes": {"methods": methods}}}
+
+
+def test_ablation_resumes_by_config_hash_and_lists_each_untrained_twin(tmp_path: Path) -> None:
+    import json
+
+    from bench.quality_runs import ablate, ablation_table, config_hash
+
+    store = tmp_path / "store.lmdb"  # never opened: both configs are already done
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text("[train]\nsteps = 10\n")
+    b.write_text("[train]\nsteps = 20\n")
+    assert config_hash(a, store) != config_hash(b, store)
+    rows = [
+        {"name": n, "config_hash": config_hash(c, store), "train_seconds": 60.0, "result": _result(*r)}
+        for n, c, r in (("a", a, ("resnet18", "head", 0.5)), ("b", b, ("resnet18", "backbone", 0.7)))
+    ]
+    results = tmp_path / "quality.json"
+    results.write_text(json.dumps({"rows": rows}))
+    log: list[str] = []
+    got = ablate(store, [a, b], ["a", "b"], runs=tmp_path / "runs", results=results, log=log.append)
+    assert got == rows and all("skipped" in line for line in log)
+    table = ablation_table(rows)
+    assert "random init (resnet18 head 8-d, seed 0)" in table and "random init (resnet18 backbone" in table
+    assert "| a | 1.0 | 0.500 (0.40–0.60) |" in table
