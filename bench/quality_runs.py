@@ -34,13 +34,13 @@ def _config_args(config: Path | None) -> list[str]:
 
 
 def train_store(root: Path, config: Path | None = None, log: Log = print) -> Path:
-    """The training scenes harvested into ``root/stores/train.lmdb`` (default harvest settings) or,
-    when ``config`` changes the ``[harvest]`` table, into ``train-<fingerprint>.lmdb``."""
+    """The training scenes harvested into ``root/stores/train-<fingerprint>.lmdb``, keyed by the
+    harvest config (the defaults, or ``config``'s ``[harvest]`` table), so a store harvested with
+    other settings is never reused."""
     from trackemb.config import HarvestConfig, load_config
 
     cfg = load_config(HarvestConfig, config, section="harvest")
-    name = "train.lmdb" if cfg == HarvestConfig() else f"train-{cfg.fingerprint()}.lmdb"
-    store = root / "stores" / name
+    store = root / "stores" / f"train-{cfg.fingerprint()}.lmdb"
     harvest_folder(root / "train", store, log, extra=_config_args(config))
     return store
 
