@@ -71,6 +71,25 @@ def test_identical_content_is_harvested_once_and_every_path_kept(prefect_api, tm
     }  # fmt: skip
 
 
+def test_copies_are_found_before_harvesting_so_each_content_is_decoded_once(tmp_path: Path) -> None:
+    from trackemb.harvest_run import split_duplicates
+
+    a = _clip(tmp_path / "a.mp4", seed=7)
+    (tmp_path / "b.mp4").write_bytes(a.read_bytes())  # copy
+    same_size = bytearray(a.read_bytes())
+    same_size[-1] ^= 0xFF  # same size, other content: not a copy
+    (tmp_path / "c.mp4").write_bytes(bytes(same_size))
+    (tmp_path / "d.mp4").write_bytes(b"x" * 10)  # a size of its own: never read
+    os.mkfifo(tmp_path / "fifo")  # size 0 like the empty files: must never be opened (it would block)
+    os.symlink("fifo", tmp_path / "e.mp4")
+    (tmp_path / "f.mp4").write_bytes(b"")
+    names = ("a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4", "f.mp4")
+    paths = [str(tmp_path / n) for n in names]
+    harvest, dups = split_duplicates(paths)
+    assert harvest == [paths[0], *paths[2:]]
+    assert [(d.path, d.duplicate_of, d.status) for d in dups] == [(paths[1], paths[0], "duplicate")]
+
+
 def test_a_changed_file_replaces_its_old_version(prefect_api, tmp_path: Path) -> None:
     videos, store = tmp_path / "videos", tmp_path / "store"
     videos.mkdir()

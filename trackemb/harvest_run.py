@@ -4,7 +4,9 @@ Plain Python that the harvest flow calls from its single writer thread (no Prefe
 
 - :func:`split_settled`: in watch mode a file changed in the last ``settle_s`` seconds may still
   be copied or recorded; it is left for a later poll instead of being harvested half-written.
-- :class:`RunLedger`: commits outcomes in order; identical content at two paths is harvested
+- :func:`split_duplicates`: files of equal size are hashed up front, so identical content
+  at several paths is decoded once (files of a unique size cannot be copies: no extra read).
+- :class:`RunLedger`: commits outcomes in order; identical content at two paths is stored
   and counted once (the second path is stored in ``also_at`` and reported as a duplicate);
   at the end, a video whose path now holds other, harvested content is dropped, so an old
   (e.g. half-copied) version never stays beside the new one.
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
 from trackemb import fsnames
-from trackemb.ingest import HarvestOutcome
+from trackemb.errors import TrackembError
+from trackemb.ingest import HarvestOutcome, content_sha, retry_transient
 from trackemb.storage.store import PatchStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,38 @@ def split_settled(
     return ready, waiting
 
 
+def split_duplicates(paths: list[str]) -> tuple[list[str], list[HarvestOutcome]]:
+    """``(paths to harvest, duplicate outcomes)``: a file with the same bytes as an earlier path
+    of ``paths`` becomes a ``duplicate`` outcome naming that path instead of being harvested.
+
+    Only files sharing their size with another are read (hashed); a file that cannot be read
+    here stays in the list, so its harvest reports why.
+    """
+    by_size: dict[int, list[str]] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        # Only non-empty regular files: opening a FIFO would block, empty files are errors anyway.
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            by_size.setdefault(st.st_size, []).append(path)
+    first_of: dict[str, str] = {}
+    duplicates: dict[str, HarvestOutcome] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue  # a unique size: no copy of anything here
+        for path in group:
+            try:
+                sha = retry_transient(lambda p=path: content_sha(p), path)
+            except (OSError, TrackembError):
+                continue
+            first = first_of.setdefault(sha, path)
+            if first != path:
+                duplicates[path] = HarvestOutcome("duplicate", path, sha, duplicate_of=first)
+    return [p for p in paths if p not in duplicates], [duplicates[p] for p in paths if p in duplicates]
+
+
 @dataclass
 class RunLedger:
     """Commits each outcome into ``store`` once per content hash, in the order given."""
@@ -63,6 +99,11 @@ class RunLedger:
     def commit(self, outcome: HarvestOutcome) -> HarvestOutcome:
         """Store ``outcome`` (or note its path on the copy already stored); returns it, re-labelled."""
         sha, path = outcome.sha, outcome.path
+        if outcome.status == "duplicate":  # found before harvesting (split_duplicates)
+            if sha in self.first_path:
+                self.content_at[path] = sha
+            self.store.add_path(sha, path)
+            return outcome
         if outcome.status in ("done", "skipped"):
             self.content_at[path] = sha
             first = self.first_path.setdefault(sha, path)

@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from trackemb import fsnames, progress
 from trackemb.config import HarvestConfig
-from trackemb.harvest_run import RunLedger, split_settled
+from trackemb.harvest_run import RunLedger, split_duplicates, split_settled
 from trackemb.harvest_summary import build_summary, summary_markdown
 from trackemb.ingest import (
     HarvestOutcome,
@@ -127,7 +127,8 @@ def harvest_flow(
     """
     logger = get_run_logger()
     found = [str(p) for p in find_videos(video_dir, pattern)]
-    paths, settling = split_settled(found, settle_s)
+    ready, settling = split_settled(found, settle_s)
+    paths, duplicates = split_duplicates(ready)  # identical content is harvested once
     logger.info("found %d video files under %s", len(found), fsnames.display(video_dir))
     if settling:
         logger.info("%d file(s) changed in the last %.0f s; left for a later run", len(settling), settle_s)
@@ -188,6 +189,7 @@ def harvest_flow(
                 _POOLS.pop(pool_key, None)
                 if pool is not None:
                     pool.close()
+        outcomes += [ledger.commit(d) for d in duplicates]
         superseded = ledger.drop_superseded()
         n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
     with open_reader(store) as reader:  # the whole store, shards and earlier runs included
