@@ -154,45 +154,37 @@ def stats_tables(stats: dict[str, Any]) -> list[Table]:
     summary.add_row("disk used", _mib(stats["used_bytes"]))
     summary.add_row("schema / config", f"{stats['schema_version']} / {stats['config_fingerprint'] or '-'}")
     videos = Table(title="videos")
-    cols = (
-        "video",
-        "status",
-        "frames",
-        "motion",
-        "rejected frames",
-        "tracks",
-        "patches",
-        "pairs",
-        "seconds",
-        "shard",
-    )
-    for col in cols:
+    for col in ("video", "status", "tracks", "patches", "pairs", "seconds", "shard"):
         videos.add_column(
-            col, justify="right" if col in ("frames", "tracks", "patches", "pairs", "seconds") else "left"
+            col, justify="right" if col in ("tracks", "patches", "pairs", "seconds") else "left"
         )
     for v in stats["per_video"]:
         status = v["status"] if v["status"] == "done" else f"[red]{v['status']}[/]"
         videos.add_row(
             Path(v["path"]).name,
             status,
-            frames_text(v),
-            v["motion"] or "-",
-            rejected_text(v),
             str(v[TRACKS]),
             str(v[PATCHES]),
             str(v[PAIRS]),
             f"{v['seconds']:.1f}",
             v["shard"] or "-",
         )
-    tables = [summary, videos]
-    warned = [v for v in stats["per_video"] if v.get("warning")]
-    if warned:
-        warnings = Table(title="warnings")
-        for col in ("video", "warning"):
-            warnings.add_column(col)
-        for v in warned:
-            warnings.add_row(Path(v["path"]).name, f"[yellow]{v['warning']}[/]")
-        tables.append(warnings)
+    # Yield in its own table: what was decoded, which motion path, what each rule threw away.
+    yields = Table(title="yield: frames decoded/declared, analysed frames rejected per rule")
+    warned = any(v.get("warning") for v in stats["per_video"])
+    cols = ("video", "frames", "motion", "analysed", "rejected", "candidates", "tracks") + (
+        "warning",
+    ) * warned
+    for col in cols:
+        yields.add_column(
+            col, justify="right" if col in ("frames", "analysed", "candidates", "tracks") else "left"
+        )
+    for v in stats["per_video"]:
+        if v["status"] == "done":
+            cells = [Path(v["path"]).name, frames_text(v), v["motion"] or "-", str(v["analysed"]), rejected_text(v),
+                     str(v["candidates"]), str(v[TRACKS])]  # fmt: skip
+            yields.add_row(*cells, *([f"[yellow]{v['warning']}[/]" if v["warning"] else ""] * warned))
+    tables = [summary, videos, yields]
     if stats["errors"]:
         errors = Table(title="errors")
         for col in ("video", "kind", "error"):

@@ -105,9 +105,14 @@ def frames_text(row: dict[str, Any]) -> str:
     return f"{row.get('frames', 0)}/{row.get('declared_frames') or '?'}"
 
 
+# Short labels of the rules for narrow tables (the JSON keeps the full names).
+_RULE_LABEL = {"camera_motion": "camera", "too_little_motion": "no motion", "no_seeds": "no seeds"}
+
+
 def rejected_text(row: dict[str, Any]) -> str:
-    """Frames rejected per rule of a summary row, e.g. ``camera_motion=3 too_little_motion=40``."""
-    return " ".join(f"{k}={v}" for k, v in sorted((row.get("rejected") or {}).items()) if v) or "-"
+    """Frames rejected per rule of a summary row, e.g. ``camera 3, no motion 40`` ("-" for none)."""
+    counts = sorted((row.get("rejected") or {}).items())
+    return ", ".join(f"{_RULE_LABEL.get(k, k)} {v}" for k, v in counts if v) or "-"
 
 
 @dataclass
