@@ -486,7 +486,8 @@ def test_stats_and_montage(tmp_path: Path) -> None:
     assert stats["errors"][0]["error_kind"] == "no_video_stream" and stats["used_bytes"] > 0
     text = format_stats(stats)
     assert "2 videos done, 1 failed" in text and "[no_video_stream] no video stream" in text
-    assert [t.title for t in stats_tables(stats)] == [f"PatchStore {tmp_path / 's'}", "videos", "errors"]
+    titles = [t.title for t in stats_tables(stats)]
+    assert titles == [f"PatchStore {tmp_path / 's'}", "videos", "yield", "errors"]
     out = store_montage(tmp_path / "s", tmp_path / "m" / "pairs.png", n_pairs=4, seed=0, tile_px=40)
     img = cv2.imread(str(out))
     assert img.shape[1] == 2 * (82 + 16) + 16  # 4 pairs: 2 x 2 cells of first|last, 16 px apart

@@ -170,7 +170,7 @@ def stats_tables(stats: dict[str, Any]) -> list[Table]:
             v["shard"] or "-",
         )
     # Yield in its own table: what was decoded, which motion path, what each rule threw away.
-    yields = Table(title="yield: frames decoded/declared, analysed frames rejected per rule")
+    yields = Table(title="yield")  # frames decoded/declared, analysed frames rejected per rule
     warned = any(v.get("warning") for v in stats["per_video"])
     cols = ("video", "frames", "motion", "analysed", "rejected", "candidates", "tracks") + (
         "warning",
