@@ -94,27 +94,33 @@ def _worker(
             conn.send(("raise", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
+def _exit_cause(exitcode: int | None) -> str:
+    if exitcode is None or exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"killed by {name} (signal {-exitcode})" + (
+        "; out of memory?" if -exitcode == signal.SIGKILL else ""
+    )
+
+
 def crash_outcome(path: str, exitcode: int | None, how: str = "") -> HarvestOutcome:
-    """The failed outcome of a video whose worker process died (keyed by content hash when readable)."""
+    """The failed outcome of a video whose worker process died (keyed by content hash when readable).
+
+    Args:
+        path: the video file.
+        exitcode: the worker's ``Process.exitcode`` (negative: the signal that killed it).
+        how: what happened, when the exit code is not known (e.g. Dask gave up on the task).
+    """
     from trackemb.tracking.decode import video_sha
 
-    if how:
-        pass
-    elif exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        how = f"killed by {name} (signal {-exitcode})"
-        if -exitcode == signal.SIGKILL:
-            how += "; out of memory?"
-    else:
-        how = f"exited with code {exitcode}"
     try:
         sha = video_sha(path)
     except Exception:  # noqa: BLE001 - whatever made it crash may make it unreadable too
         sha = unreadable_key(path)
-    cause = f"the harvest worker process crashed on this file ({how}): a decoder bug or a malformed file"
+    cause = f"the harvest worker process crashed on this file ({how or _exit_cause(exitcode)}): a decoder bug or a malformed file"
     rec = failure_record(path, sha, "crashed", cause)
     return HarvestOutcome("failed", path, sha, record=rec)
 

@@ -153,7 +153,8 @@ def harvest_flow(
         else:
             pool = HarvestPool(n_workers, config, done | gave_up) if n_workers > 0 else None
             pool_key = f"{os.getpid()}-{id(pool)}"
-            _POOLS[pool_key] = pool  # type: ignore[assignment]
+            if pool is not None:
+                _POOLS[pool_key] = pool
             # A bounded window of submitted videos: each finished one is committed (and freed)
             # in submission order, so memory stays flat however many videos the folder holds.
             window = max(4, 2 * n_workers)
