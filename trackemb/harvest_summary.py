@@ -133,10 +133,13 @@ def build_summary(
 
 
 def totals_line(summary: dict[str, Any]) -> str:
+    extra = "".join(
+        f", {summary[key]} {label}"
+        for key, label in (("duplicates", "duplicate content"), ("settling", "still changing"))
+        if summary.get(key)
+    )
     return (
-        f"{summary['done']} harvested, {summary['skipped']} already done, "
-        f"{summary.get('duplicates', 0)} duplicate content, {summary['failed']} failed, "
-        f"{summary.get('settling', 0)} still changing; "
+        f"{summary['done']} harvested, {summary['skipped']} already done, {summary['failed']} failed{extra}; "
         f"{summary['pairs_added']} pairs added, {summary['triplets']} triplets in the store."
     )
 

@@ -47,6 +47,8 @@ def pipeline(
     evaluation = result.get("export", {}).get("evaluation", {})
     if evaluation.get("markdown"):
         out.print(evaluation["markdown"], markup=False, highlight=False)
+    if evaluation.get("report_html"):
+        out.print(f"report: {evaluation['report_html']}", markup=False, highlight=False)
 
 
 @app.command()

@@ -15,7 +15,8 @@ from rich.text import Text
 
 from trackemb import progress as progress_hooks
 
-out = Console(soft_wrap=True)  # results: `trackemb inspect STORE > report.txt` keeps them
+# Results: `trackemb inspect STORE > report.txt` keeps them, in tables wide enough not to wrap names.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True, soft_wrap=True)  # logs, progress bars, errors (one line each)
 
 # Third-party loggers that report routine events at INFO (faiss: "Loading faiss with AVX512 support").
