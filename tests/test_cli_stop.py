@@ -5,6 +5,7 @@ Prefect API."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,26 +34,38 @@ projector_max_patches = 0
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("signum", "whole_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT", "ctrl-c-to-the-group-with-a-temporary-server"],
+)
 def test_signal_stops_training_with_a_checkpoint_and_no_traceback(
-    prefect_api, tmp_path: Path, signum
+    prefect_api, tmp_path: Path, signum: signal.Signals, whole_group: bool
 ) -> None:
     store = build_synthetic_store(tmp_path / "s.lmdb", n_videos=4, tracks_per_video=3)
     (tmp_path / "c.toml").write_text(CONFIG)
     run_dir, log = tmp_path / "run", tmp_path / "err.txt"
     args = ["train", str(store), "--run-dir", str(run_dir), "--config", str(tmp_path / "c.toml")]
+    env = cli_env(tmp_path)
+    if whole_group:
+        # A terminal's Ctrl-C signals the whole foreground process group: the CLI, its DataLoader
+        # workers and, without PREFECT_API_URL, Prefect's temporary server.
+        env.pop("PREFECT_API_URL", None)
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trackemb.cli", *args], cwd=REPO, env=cli_env(tmp_path),
-            stdout=subprocess.PIPE, stderr=err, text=True,
+            [sys.executable, "-m", "trackemb.cli", *args], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 400
         while "train steps" not in log.read_text() and "step 0" not in log.read_text():
             assert proc.poll() is None, f"training ended early:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"training did not start:\n{log.read_text()[-3000:]}"
             time.sleep(0.5)
         time.sleep(2)
-        proc.send_signal(signum)
+        if whole_group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         try:
             stdout, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:

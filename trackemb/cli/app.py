@@ -7,6 +7,7 @@ Streams: results and tables go to stdout, logs, progress and errors to stderr, s
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
@@ -89,8 +90,28 @@ def load(cls: type, config: Path | None, section: str, overrides: dict[str, Any]
 
 
 def prefect_logging() -> None:
-    """Re-attach the CLI's log handler after importing Prefect (whose import installs its own)."""
+    """Get Prefect ready for a flow: the CLI's log handler re-attached, the API reachable.
+
+    Prefect's import installs its own log handlers, so ours goes back on. Without
+    PREFECT_API_URL, Prefect starts a temporary server as a child process in our process
+    group, where a terminal's Ctrl-C killed it mid-run (then every state update failed with
+    "connection refused"). Started here first, in its own session, the server outlives the
+    Ctrl-C; Prefect's ephemeral client reuses this one instance and stops it at exit.
+    """
     setup_logging(_state["verbose"])
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api import server as prefect_server
+
+    popen = prefect_server.subprocess.Popen
+    # Only the main thread runs here and nothing else spawns meanwhile: the patch is local in effect.
+    prefect_server.subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+    try:
+        prefect_server.SubprocessASGIServer().start()
+    finally:
+        prefect_server.subprocess.Popen = popen  # type: ignore[misc]
 
 
 def _version(value: bool) -> None:

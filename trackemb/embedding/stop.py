@@ -8,6 +8,8 @@ falls back to the default handling (an immediate stop) for a run that does not r
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import threading
@@ -44,6 +46,11 @@ def clear() -> None:
     _event.clear()
 
 
+def ignore_interrupts(worker_id: int | None = None) -> None:
+    """``worker_init_fn`` for child processes: leave Ctrl-C to the parent, which stops cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
     if _event.is_set():  # second signal: stop now, the default way
         signal.signal(signum, signal.SIG_DFL)
@@ -62,6 +69,15 @@ def on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> It
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    # DataLoader workers come from multiprocessing's forkserver. Started while SIGINT is ignored,
+    # the forkserver and every worker it forks ignore a terminal's Ctrl-C from birth (a worker
+    # hit while still importing printed a KeyboardInterrupt traceback); the parent stops them.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, ignored)
     previous = {s: signal.signal(s, _handler) for s in signals}
     try:
         yield

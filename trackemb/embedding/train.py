@@ -135,9 +135,12 @@ def train(
         pin = device.type == "cuda"
         # Workers are spawned, not forked: a fork copies the threads of whatever hosts us
         # (Prefect's API log and event workers), and such children died at random under a flow.
+        # Workers ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, and the
+        # main process stops at a step boundary (embedding/stop.py) with its workers alive.
         workers = (
-            {"multiprocessing_context": "forkserver", "persistent_workers": True} if cfg.num_workers else {}
-        )
+            {"multiprocessing_context": "forkserver", "persistent_workers": True,
+             "worker_init_fn": stop.ignore_interrupts} if cfg.num_workers else {}
+        )  # fmt: skip
         loader = DataLoader(
             PairBatchDataset(reader, index, cfg), sampler=sampler, batch_size=None,
             num_workers=cfg.num_workers, pin_memory=pin, **workers,
