@@ -20,7 +20,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.ge
 err = Console(stderr=True, soft_wrap=True)  # logs, progress bars, errors (one line each)
 
 # Third-party loggers that report routine events at INFO (faiss: "Loading faiss with AVX512 support").
-_QUIET = ("httpx", "urllib3", "PIL", "matplotlib", "faiss", "faiss.loader", "numexpr", "asyncio", "PML", "tensorboard")
+_QUIET = ("httpx", "urllib3", "PIL", "matplotlib", "faiss", "numexpr", "asyncio", "PML", "tensorboard")  # fmt: skip
 
 
 class _RunFormatter(logging.Formatter):
