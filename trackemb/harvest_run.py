@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from trackemb import fsnames
 from trackemb.errors import TrackembError
 from trackemb.ingest import HarvestOutcome, content_sha, retry_transient
+from trackemb.storage import versions
 from trackemb.storage.store import PatchStore
 
 log = logging.getLogger(__name__)
@@ -102,24 +103,27 @@ class RunLedger:
         if outcome.status == "duplicate":  # found before harvesting (split_duplicates)
             if sha in self.first_path:
                 self.content_at[path] = sha
-            self.store.add_path(sha, path)
+            self._add_path(sha, path)
             return outcome
         if outcome.status in ("done", "skipped"):
             self.content_at[path] = sha
             first = self.first_path.setdefault(sha, path)
             if first != path:
-                self.store.add_path(sha, path)
+                self._add_path(sha, path)
                 outcome.status, outcome.duplicate_of = "duplicate", first
                 outcome.harvest = None
                 log.info("%s has the same content as %s: stored once", fsnames.display(path), first)
                 return outcome
             if outcome.status == "skipped":
-                self.store.add_path(sha, path)  # a moved or copied file: remember where it is now
+                self._add_path(sha, path)  # a moved or copied file: remember where it is now
         if outcome.status == "done" and outcome.harvest is not None:
             self.store.put_video(outcome.harvest)
         elif outcome.status == "failed" and outcome.record is not None:
             self.store.put_failure(outcome.record)
         return outcome
+
+    def _add_path(self, sha: str, path: str) -> None:
+        self.store.apply(lambda txn, dbs: versions.add_path(txn, dbs, sha, path), f"path of {sha}")
 
     def drop_superseded(self) -> list[str]:
         """Drop stored videos whose path now holds other content that this run harvested.
@@ -132,7 +136,7 @@ class RunLedger:
             now_there = self.content_at.get(rec.fs_path)
             if rec.status != "done" or now_there in (None, rec.sha) or rec.sha in self.first_path:
                 continue
-            if self.store.drop_video(rec.sha):
+            if self.store.apply(lambda txn, dbs, s=rec.sha: versions.drop_video(txn, dbs, s), "old version"):
                 log.warning(
                     "%s changed since it was harvested: dropped its old version %s (now %s)",
                     rec.path, rec.sha[:12], now_there[:12],

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from trackemb.errors import StoreError
-from trackemb.storage import paths, schema, triplets, versions
+from trackemb.storage import paths, schema, triplets
 from trackemb.storage.env import StorePart, open_part, open_writer_part, read_meta, scan, write_error
 from trackemb.storage.lock import WriterLock
 from trackemb.storage.records import VideoHarvest, VideoRecord
@@ -219,13 +219,9 @@ class PatchStore(StoreView):
 
         self._write(write, f"failure record of {record.sha} ({record.path})")
 
-    def add_path(self, sha: str, path: str) -> bool:
-        """Record that ``path`` holds the same content as stored video ``sha`` (``also_at``)."""
-        return self._write(lambda txn: versions.add_path(txn, self._own.dbs, sha, path), f"path of {sha}")
-
-    def drop_video(self, sha: str) -> bool:
-        """Delete every record of video ``sha`` here (its file now holds other content)."""
-        return self._write(lambda txn: versions.drop_video(txn, self._own.dbs, sha), f"drop of {sha}")
+    def apply(self, fn: Callable[[lmdb.Transaction, dict[str, Any]], T], what: str) -> T:
+        """``fn(txn, dbs)`` in one write transaction of this environment (e.g. ``versions.drop_video``)."""
+        return self._write(lambda txn: fn(txn, self._own.dbs), what)
 
     def build_triplets(self, per_pair: int = 1, seed: int = 0) -> int:
         """Bring the triplets table up to date: ``per_pair`` random other-video negatives per pair.
@@ -290,8 +286,7 @@ class PatchStore(StoreView):
             for _ in range(_MAX_GROWTHS):
                 try:
                     with env.begin(write=True) as txn:
-                        result = fn(txn)
-                    return result
+                        return fn(txn)  # commits on leaving the block
                 except lmdb.MapFullError:
                     size = env.info()["map_size"] * 2
                     log.info("%s: LMDB map full, growing it to %.1f GiB", self.path, size / 2**30)
