@@ -222,6 +222,8 @@ def test_prefect_yaml_deploy_and_worker_run(server: LocalServer, tmp_path: Path)
         f"video_dir={videos[0].parent}",
         "--param",
         f"store={store}",
+        "--param",
+        "settle_s=0",  # the clips are seconds old: this manual run does not wait for them to settle
     )
     run_id = _run_id(out)
     # The worker starts elsewhere on purpose: the pull step must find the code via TRACKEMB_REPO.
@@ -265,7 +267,9 @@ def test_serve_folder_runs_harvest(server: LocalServer, tmp_path: Path) -> None:
         deployment = _wait_for_deployment(server, serve, log_path)
         assert [(s["schedule"]["interval"], s["active"]) for s in deployment["schedules"]] == [(3600.0, True)]
         assert deployment["parameters"]["store"] == str(out_dir.resolve() / "patches.lmdb")
-        run_id = _run_id(_prefect(server, "deployment", "run", SERVED_HARVEST))
+        assert deployment["parameters"]["settle_s"] > 0  # scheduled polls wait for copies to finish
+        # The clip was written seconds ago: this manual run does not wait for it to settle.
+        run_id = _run_id(_prefect(server, "deployment", "run", SERVED_HARVEST, "--param", "settle_s=0"))
         deadline = time.monotonic() + 120
         while (state := _state(server, run_id)) not in TERMINAL and time.monotonic() < deadline:
             time.sleep(0.5)
