@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,15 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.corpus import corpus_dir, fetch, load_manifest
-from bench.quality_sets import harvest_env, harvest_folder
+from bench.quality_sets import harvest_folder
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "quality.json"
 Log = Callable[[str], None]
-
-
-def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "trackemb.cli", *args], check=True, env=harvest_env())
 
 
 def _config_args(config: Path | None) -> list[str]:
@@ -46,21 +40,33 @@ def train_store(root: Path, config: Path | None = None, log: Log = print) -> Pat
 
 
 def train_export(store: Path, run_dir: Path, config: Path | None, log: Log = print) -> tuple[Path, float]:
-    """``trackemb train`` (resumable) then ``trackemb export`` into ``run_dir/{train,export}``.
+    """Train (resumable) then export into ``run_dir/{train,export}``.
+
+    Calls the library functions the CLI calls, without the CLI's temporary Prefect server: on a
+    2-core machine that server's own CPU use slowed training by a third.
 
     Returns:
         The export directory and the seconds spent training (0 when it was already done).
     """
+    from trackemb.config import ExportConfig, TrainConfig, load_config
+    from trackemb.embedding.export import export_encoder
+    from trackemb.embedding.train import train
+    from trackemb.storage.store import open_reader
+
     export = run_dir / "export"
     if (export / "model_card.json").is_file():
         log(f"[quality] {export} exists; not retraining")
         return export, 0.0
+    tcfg = load_config(TrainConfig, config, section="train")
+    ecfg = load_config(ExportConfig, config, section="export")
     t0 = time.perf_counter()
     log(f"[quality] training on {store} -> {run_dir / 'train'} ({config or 'default config'}) ...")
-    _cli("train", str(store), "--run-dir", str(run_dir / "train"), *_config_args(config), "--resume")
+    result = train(store, run_dir / "train", tcfg, resume=True)
     seconds = time.perf_counter() - t0
-    log(f"[quality] trained in {seconds / 60:.1f} min; exporting -> {export}")
-    _cli("export", str(run_dir / "train"), "--out", str(export), "--store", str(store), *_config_args(config))
+    log(f"[quality] trained in {seconds / 60:.1f} min (best validation {result.best}); exporting -> {export}")
+    with open_reader(store) as reader:
+        summary = reader.stats()
+    export_encoder(run_dir / "train", export, ecfg.model_copy(update={"onnx": False}), store_summary=summary)
     return export, seconds
 
 

@@ -138,3 +138,18 @@ def run_split(
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_split(Path(run_dir) / SPLIT_NAME, _split_record(index, train_g, val_g, cfg))
     return train_g, val_g
+
+
+def split_summary(
+    index: StoreIndex, train_g: np.ndarray, val_g: np.ndarray, train_pairs: int
+) -> dict[str, int]:
+    """What training uses (recorded in checkpoints and the model card)."""
+    val_rows = np.isin(index.group, val_g)
+    return {
+        "videos": int(len(np.unique(index.group_video[train_g]))),
+        "pairs": int(train_pairs),
+        "held_out_videos": int(len(np.unique(index.group_video[val_g]))),
+        "held_out_tracks": int(len(np.unique(index.track[val_rows]))),
+        "held_out_patches": int(val_rows.sum()),
+        "apart_track_pairs": int(len(index.apart) // 2),
+    }

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ from trackemb.embedding.distributed import (
 from trackemb.embedding.model import build_encoder
 from trackemb.embedding.monitor import CollapseDetector, MetricsWriter, embed_loader
 from trackemb.embedding.result import TrainResult, ckpt_metrics, train_result
-from trackemb.embedding.split import run_split
+from trackemb.embedding.split import run_split, split_summary
 from trackemb.embedding.step import (
     TrainView,
     build_optimizer,
@@ -53,7 +54,7 @@ from trackemb.embedding.step import (
     to_batch,
 )
 from trackemb.embedding.triplet_view import log_triplet_views
-from trackemb.embedding.validate import LAYERS, BestTracker, RankCollapseDetector, embed_both, score_layers
+from trackemb.embedding.validate import LAYERS, Validator
 from trackemb.errors import TrainingError
 from trackemb.storage.store import open_reader
 
@@ -151,52 +152,26 @@ def train(
             num_workers=min(cfg.num_workers, 1), pin_memory=pin, **workers,
         )  # fmt: skip
         val_tracks = torch.from_numpy(index.track[val_rows])
-        log.info(
-            "%d patches; %d training groups of %d videos (%d pairs, %d harvested triplets, %d apart track "
-            "pairs); %d held-out groups (%d patches, %d tracks)",
-            len(index.keys), len(train_g), len(np.unique(index.group_video[train_g])), len(sampler.pairs),
-            len(sampler.triplets), len(index.apart) // 2, len(val_g), len(val_rows),
-            len(np.unique(index.track[val_rows])),
-        )  # fmt: skip
-
-        data_summary = {
-            "videos": int(len(np.unique(index.group_video[train_g]))), "pairs": int(len(sampler.pairs)),
-            "held_out_videos": int(len(np.unique(index.group_video[val_g]))),
-            "held_out_tracks": int(len(np.unique(index.track[val_rows]))), "held_out_patches": int(len(val_rows)),
-            "apart_track_pairs": int(len(index.apart) // 2),
-        }  # fmt: skip
+        data_summary = split_summary(index, train_g, val_g, len(sampler.pairs))
+        log.info("%d patches, %d training groups, %d held-out groups; %s", len(index.keys), len(train_g),
+                 len(val_g), data_summary)  # fmt: skip
 
         # ============ model, loss, optimizer ============
         torch.manual_seed(cfg.seed)  # same init on every rank; evaluate.py rebuilds it as the random baseline
         model = build_encoder(cfg.arch, cfg.embed_dim, cfg.input_px, cfg.init_weights).to(device)
         optimizer = build_optimizer(model, cfg)
-        best = BestTracker(export_layers(cfg))
-        rank_collapse = RankCollapseDetector()
 
-        def validate(step: int) -> dict[str, dict[str, float]] | None:
-            if not is_main or len(val_rows) == 0:
-                return None
-            scores = score_layers(embed_both(model, val_loader, device, amp_dtype), val_tracks)
-            for layer, values in scores.items():
-                for key, value in values.items():
-                    writer.scalar(f"val/{layer}/{key}", value, step)
-            writer.scalar("val/R@1", scores["head"]["R@1"], step)
-            log.info(
-                "step %d: held-out %s over %d patches", step,
-                "; ".join(f"{lay} R@1 {v['R@1']:.3f} MAP@R {v['MAP@R']:.3f} rank {v['rank']:.1f}"
-                          for lay, v in scores.items()), len(val_rows),
-            )  # fmt: skip
-            layer = export_layers(cfg)[0] if cfg.embed_layer != "auto" else "head"
-            writer.scalar(
-                "val/collapse", float(rank_collapse.update(step, scores[layer]["rank"], layer)), step
-            )
-            if best.update(step, scores):
-                save_checkpoint(best_path, {
-                    "model": model.state_dict(), "step": step, "model_args": model.model_args(),
-                    "config": cfg.model_dump(mode="json"), "metrics": dict(best.best or {}),
-                    "best": best.state(), "data_summary": data_summary,
-                })  # fmt: skip
-            return scores
+        def save_best(state: dict[str, Any]) -> None:
+            save_checkpoint(best_path, {
+                "model": model.state_dict(), "step": state["best"]["step"], "model_args": model.model_args(),
+                "config": cfg.model_dump(mode="json"), "metrics": dict(state["best"]), "best": state,
+                "data_summary": data_summary,
+            })  # fmt: skip
+
+        validate = Validator(
+            model, val_loader, val_tracks, writer, export_layers(cfg), device, amp_dtype, save_best,
+            enabled=is_main and len(val_rows) > 0, collapse_layer="head" if cfg.embed_layer == "auto" else cfg.embed_layer,
+        )  # fmt: skip
 
         # ============ resume ============
         step, ckpt = 0, None
@@ -207,9 +182,7 @@ def train(
                 allow_changes=allow_changes,
             )  # fmt: skip
             step = int(ckpt["step"])
-            best.load(ckpt.get("best"))
-            if best.initial is not None:
-                rank_collapse.reference = best.initial.get("head", {}).get("rank")
+            validate.load(ckpt.get("best"))
             log.info("resumed from %s at step %d", ckpt_path, step)
         elif resume:
             log.info("no checkpoint in %s; starting from scratch", run_dir)
@@ -274,7 +247,7 @@ def train(
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "step": step, "rng": rng_state(), "sampler": sampler.state_dict(step),
                     "model_args": model.model_args(), "config": cfg.model_dump(mode="json"),
-                    "metrics": ckpt_metrics(best, metrics), "best": best.state(), "data_summary": data_summary,
+                    "metrics": ckpt_metrics(validate.best, metrics), "best": validate.best.state(), "data_summary": data_summary,
                 })  # fmt: skip
             if progress is not None:
                 progress(step, cfg.steps, metrics)
@@ -295,9 +268,9 @@ def train(
             writer.embedding(
                 emb_all, meta, thumbs, step, tag="val_patches", header=["video", "track", "group"]
             )
-        result = train_result(run_dir, step, metrics, ckpt_path, best, stop.requested())
+        result = train_result(run_dir, step, metrics, ckpt_path, validate.best, stop.requested())
         log.info("finished at step %d: val R@1 (head) %s -> %s; best %s", step, result.val_r1_before,
-                 result.val_r1_after, best.best)  # fmt: skip
+                 result.val_r1_after, validate.best.best)  # fmt: skip
         return result
     finally:
         if own_writer and writer is not None:

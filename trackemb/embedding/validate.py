@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +125,61 @@ class RankCollapseDetector:
                 step, layer, rank, 100 * self.frac, self.reference,
             )  # fmt: skip
         return collapsed
+
+
+class Validator:
+    """Validation at a step: both layers scored, TensorBoard and the log written, the best kept.
+
+    Args:
+        model: the :class:`~trackemb.embedding.model.Encoder` being trained.
+        loader: held-out patches (images, row). labels: (M,) their track labels.
+        layers: layers that may win keep-best. save_best: called with :meth:`BestTracker.state`
+            whenever a validation is the best so far (step 0 included).
+        enabled: False on ranks other than 0 or without held-out patches (then it does nothing).
+        collapse_layer: whose effective rank the dimensional-collapse detector watches.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loader: Iterable[tuple[Tensor, Tensor]],
+        labels: Tensor,
+        writer: Any,
+        layers: tuple[str, ...],
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        save_best: Callable[[dict], None],
+        *,
+        enabled: bool,
+        collapse_layer: str,
+    ) -> None:
+        self.model, self.loader, self.labels, self.writer = model, loader, labels, writer
+        self.device, self.amp_dtype, self.save_best, self.enabled = device, amp_dtype, save_best, enabled
+        self.best = BestTracker(layers)
+        self.collapse = RankCollapseDetector()
+        self.collapse_layer = collapse_layer
+
+    def load(self, state: dict | None) -> None:
+        """Continue from a checkpoint's :meth:`BestTracker.state` (resume)."""
+        self.best.load(state)
+        if self.best.initial is not None:
+            self.collapse.reference = self.best.initial.get(self.collapse_layer, {}).get("rank")
+
+    def __call__(self, step: int) -> dict[str, dict[str, float]] | None:
+        if not self.enabled:
+            return None
+        scores = score_layers(embed_both(self.model, self.loader, self.device, self.amp_dtype), self.labels)
+        for layer, values in scores.items():
+            for key, value in values.items():
+                self.writer.scalar(f"val/{layer}/{key}", value, step)
+        self.writer.scalar("val/R@1", scores["head"]["R@1"], step)
+        log.info(
+            "step %d: held-out %s over %d patches", step,
+            "; ".join(f"{lay} R@1 {v['R@1']:.3f} MAP@R {v['MAP@R']:.3f} rank {v['rank']:.1f}"
+                      for lay, v in scores.items()), len(self.labels),
+        )  # fmt: skip
+        rank = scores[self.collapse_layer]["rank"]
+        self.writer.scalar("val/collapse", float(self.collapse.update(step, rank, self.collapse_layer)), step)
+        if self.best.update(step, scores):
+            self.save_best(self.best.state())
+        return scores
