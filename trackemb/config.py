@@ -230,7 +230,9 @@ class TrainConfig(StageConfig):
     batch_pairs: int = Field(32, ge=2, description="Positive pairs per batch.")
     min_videos_per_batch: int = Field(2, ge=2)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    # 1e-3 (the old default) took held-out validation MAP@R from 0.83 to 0.33 within 25 steps on the
+    # 12-video corpus; at 1e-4 it stays near the start (README, Quality).
+    lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(20, ge=0)
     min_lr_frac: float = Field(0.05, ge=0, le=1)
@@ -240,7 +242,7 @@ class TrainConfig(StageConfig):
         0.1, ge=0, le=1, description="Augmentation strength at step 0 (curriculum start)."
     )
     aug_color: float = Field(
-        1.0,
+        0.0,
         ge=0,
         le=1,
         description="Share of the colour augmentations (saturation, hue, grayscale) kept at a given strength; "
