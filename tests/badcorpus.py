@@ -133,6 +133,13 @@ def make_bad_corpus(root: str | Path) -> dict[str, Expect]:
         truncate(good_video(src / "cut.mp4", seed=30), root / "truncated.mp4", 0.55)
         expect["truncated.mp4"] = Expect("failed", "truncated", note="MP4 cut mid-stream, index at the end")
 
+        # An AVI cut to its first third (a half-copied file): its header still declares all 60 frames.
+        full = write_synthetic_video(src / "full.avi", n_frames=60, n_objects=2, seed=12).path
+        (root / "half_copied.avi").write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+        expect["half_copied.avi"] = Expect(
+            "failed", "truncated", note="MJPEG AVI cut to its first third: decodes 20 of 60 frames"
+        )
+
         # With the index first (+faststart) decoders happily return the frames before the cut.
         good_video(src / "fs_src.mp4", seed=31)
         ffmpeg("-i", str(src / "fs_src.mp4"), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
