@@ -64,7 +64,7 @@ def test_resume_refuses_another_number_of_processes(store, finished) -> None:
 
 def test_resume_refuses_changed_steps_and_schedule_unless_allowed(store, finished, tmp_path, caplog) -> None:
     run = Path(shutil.copytree(finished[0], tmp_path / "run"))
-    for changed, shown in [({"steps": 9}, "steps 6 -> 9"), ({"lr": 0.01}, "lr 0.001 -> 0.01"),
+    for changed, shown in [({"steps": 9}, "steps 6 -> 9"), ({"lr": 0.01}, "lr 0.0001 -> 0.01"),
                            ({"mine": MineConfig(hard_from_step=4)}, "mine.hard_from_step 1000 -> 4")]:  # fmt: skip
         with pytest.raises(TrainingError, match="refusing to resume") as err:
             train(store, run, _cfg(**changed), resume=True, writer=ListWriter())
