@@ -98,6 +98,17 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """``ckpt_best.pt`` for ``which="best"`` (``ckpt.pt`` for runs made before keep-best), else ``ckpt.pt``."""
+    run_dir = Path(run_dir)
+    best = run_dir / BEST_CKPT_NAME
+    if which == "best" and best.is_file():
+        return best
+    if which == "best" and (run_dir / CKPT_NAME).is_file():
+        log.info("%s has no %s (made before keep-best); using %s", run_dir, BEST_CKPT_NAME, CKPT_NAME)
+    return run_dir / CKPT_NAME
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint without unpickling code.
 

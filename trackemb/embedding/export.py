@@ -37,7 +37,7 @@ from trackemb.embedding.card import (
     validation_summary,
     verify_file,
 )
-from trackemb.embedding.checkpoint import BEST_CKPT_NAME, CKPT_NAME
+from trackemb.embedding.checkpoint import checkpoint_path
 from trackemb.embedding.model import encoder_from_args
 from trackemb.errors import TrackembError, TrainingError
 
@@ -48,17 +48,6 @@ _MODEL_ARG_KEYS = ("arch", "embed_dim", "input_px")
 
 class ExportError(TrackembError):
     """A run cannot be exported, or an exported file does not reproduce the model."""
-
-
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """``ckpt_best.pt`` for ``which="best"`` (``ckpt.pt`` for runs made before keep-best), else ``ckpt.pt``."""
-    run_dir = Path(run_dir)
-    best = run_dir / BEST_CKPT_NAME
-    if which == "best" and best.is_file():
-        return best
-    if which == "best" and (run_dir / CKPT_NAME).is_file():
-        log.info("%s has no %s (made before keep-best); using %s", run_dir, BEST_CKPT_NAME, CKPT_NAME)
-    return run_dir / CKPT_NAME
 
 
 def load_run_checkpoint(run_dir: str | Path, which: str = "best") -> dict[str, Any]:

@@ -211,7 +211,10 @@ def mine_triplets(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown mining strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    assert dist.ndim == 2 and dist.shape[0] == dist.shape[1] == len(track_ids) == len(video_ids)
+    if not (dist.ndim == 2 and dist.shape[0] == dist.shape[1] == len(track_ids) == len(video_ids)):
+        raise ValueError(
+            f"dist must be (N, N) with N labels, got {tuple(dist.shape)}, {len(track_ids)} and {len(video_ids)}"
+        )
     dist = dist.detach()
     neg_ok = negative_mask(video_ids, apart)
     if len(track_ids) == 0:

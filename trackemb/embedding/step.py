@@ -24,8 +24,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to ``cfg.lr``, then cosine decay to ``cfg.lr * cfg.min_lr_frac`` at ``cfg.steps``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    ratio = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    assert 0.0 <= ratio <= 1.0
+    ratio = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))  # in [0, 1]
     min_lr = cfg.lr * cfg.min_lr_frac
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - min_lr)
 

@@ -129,7 +129,10 @@ def build_deployments(
             raise
         log.warning("trackemb.flows.pipeline is not importable; serving harvest only", exc_info=True)
         return deployments
-    assert pipeline_layout(out_dir)["store"] == store, "the harvest deployment must fill the pipeline's store"
+    if pipeline_layout(out_dir)["store"] != store:
+        raise ValueError(
+            f"the harvest deployment's store {store} is not the pipeline's store under {out_dir}"
+        )
     deployments.append(
         pipeline_flow.to_deployment(
             name=PIPELINE_DEPLOYMENT,

@@ -108,7 +108,8 @@ def harvest_video(
 
     rejected = dict.fromkeys(RULES, 0)
     if bg:
-        assert probe.background is not None
+        if probe.background is None:  # the probe picks the background path only after building a model
+            raise RuntimeError(f"{path}: background motion chosen without a background model")
         tracks, attempts = background_pass(
             counted(frames), BackgroundModel(probe.background, cfg.motion), cfg, rejected
         )

@@ -139,7 +139,8 @@ class MedianFlowTracker:
         return TrackStep(box)
 
     def update(self, frame: WorkFrame) -> TrackStep:
-        assert self.frame is not None, "init() first"
+        if self.frame is None:
+            raise RuntimeError("MedianFlowTracker.update() before init()")
         pts = self.propose()
         new_pts, fb = flow_fb(self.frame, frame, pts)
         return self.accept(frame, pts, new_pts, fb)
