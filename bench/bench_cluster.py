@@ -20,7 +20,8 @@ from bench.common import BenchResult, interleave, med, spread, timed
 from bench.inputs import build_patch_store
 from trackemb.config import ExportConfig, TrainConfig
 from trackemb.embedding.cluster import kmeans
-from trackemb.embedding.embed import decode_patches, embed_keys, resolve_device
+from trackemb.embedding.distributed import resolve_device
+from trackemb.embedding.embed import decode_patches, embed_keys
 from trackemb.embedding.model import build_encoder
 from trackemb.storage.store import open_reader
 

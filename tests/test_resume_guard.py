@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from trackemb.config import MineConfig, TrainConfig
-from trackemb.embedding.checkpoint import CKPT_NAME, restore_training
+from trackemb.embedding.checkpoint import restore_training
 from trackemb.embedding.data import held_out_split, load_index
 from trackemb.embedding.model import build_encoder
 from trackemb.embedding.monitor import ListWriter
+from trackemb.embedding.rundir import CKPT_NAME
 from trackemb.embedding.sampler import train_sampler
 from trackemb.embedding.train import train
 from trackemb.errors import TrainingError

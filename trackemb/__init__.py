@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from trackemb._version import __version__
+
+__all__ = ["__version__", "load_encoder"]
 
 if TYPE_CHECKING:
     from torch import nn

@@ -7,15 +7,14 @@ types are errors (see :mod:`trackemb.configfile`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trackemb.configfile import ConfigError, load_stage, write_config_json
 from trackemb.configfile import check_config_file as check_tables
+from trackemb.configfile import fingerprint, load_stage, write_config_json
+from trackemb.errors import ConfigError
 
 __all__ = [
     "STAGE_TABLES", "ConfigError", "DecodeConfig", "ExportConfig", "HarvestConfig", "MineConfig",
@@ -29,8 +28,7 @@ class StageConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Stable short hash of the config, used to key derived work (harvest, training)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return fingerprint(self.model_dump(mode="json"))
 
 
 class DecodeConfig(StageConfig):

@@ -8,6 +8,7 @@ file, the table and the key, and suggest the nearest valid name (tables too).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -15,12 +16,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from trackemb.errors import ConfigError
+
 C = TypeVar("C", bound=BaseModel)
 Tables = dict[str, type[BaseModel]]
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the source, the table and the key."""
+def fingerprint(config: dict[str, Any]) -> str:
+    """Short stable hash of a config dump (JSON with sorted keys): what keys derived work and a store."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorKind(StrEnum):
@@ -57,3 +58,40 @@ class TrainingError(TrackembError):
 class NegativeRuleError(TrainingError):
     """A mined negative breaks the rule: from the anchor's own track, or from its own video
     (group) without being a co-occurring track that stays apart from it."""
+
+
+class ConfigError(TrackembError, ValueError):
+    """A config file or override is invalid; the message names the source, the table and the key.
+
+    Also a ValueError, as it was before it joined the TrackembError family."""
+
+
+class TransientIOError(TrackembError):
+    """An I/O error worth retrying (EIO, EAGAIN, ETIMEDOUT, ESTALE, EBUSY)."""
+
+
+class MissingKeyError(StoreError, KeyError):
+    """A record asked for by key is not in the store (a StoreError that is also a KeyError)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class HarvestFailedError(TrackembError, RuntimeError):
+    """Raised at the end of a ``strict`` harvest in which some videos failed; carries the run summary."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+class ModelCardError(TrackembError):
+    """An export directory's model card (or a file it lists) is missing, invalid or tampered with."""
+
+
+class ExportError(TrackembError):
+    """A run cannot be exported, or an exported file does not reproduce the model."""
+
+
+class ClusterError(TrackembError):
+    """Embeddings cannot be clustered as asked (missing files, too few points, bad k)."""

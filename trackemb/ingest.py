@@ -22,7 +22,7 @@ from typing import Literal, TypeVar
 
 from trackemb import fsnames
 from trackemb.config import HarvestConfig
-from trackemb.errors import TrackembError, VideoDecodeError
+from trackemb.errors import TransientIOError, VideoDecodeError
 from trackemb.storage.records import VideoHarvest, VideoRecord
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ES
 # Waits before each in-process retry of a transient read; the orchestrator then retries the task.
 RETRY_DELAYS_S: tuple[float, ...] = (0.2, 1.0)
 T = TypeVar("T")
-
-
-class TransientIOError(TrackembError):
-    """An I/O error worth retrying (EIO, EAGAIN, ETIMEDOUT, ESTALE, EBUSY)."""
 
 
 @dataclass

@@ -6,7 +6,7 @@ numpy + OpenCV only, so the store's ``inspect`` montage (no torch) uses it too.
 
 from __future__ import annotations
 
-import os
+import logging
 import struct
 import zlib
 from collections.abc import Sequence
@@ -15,6 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from trackemb.atomic import write_bytes
+from trackemb.errors import TrackembError
+
+log = logging.getLogger(__name__)
 BACKGROUND = 32
 TEXT = (235, 235, 235)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -64,10 +68,7 @@ def save_png(path: str | Path, image: np.ndarray, text: dict[str, str] | None = 
         _chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8"))
         for key, value in (text or {}).items()
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data[:end_of_ihdr] + chunks + data[end_of_ihdr:])
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, data[:end_of_ihdr] + chunks + data[end_of_ihdr:])
 
 
 def png_text(path: str | Path) -> dict[str, str]:
@@ -120,3 +121,22 @@ def labelled_grid(
             text_band(row.shape[1], [caption], scale=0.35),
         ]
     return np.vstack(blocks)
+
+
+def jpeg_tile(jpeg: bytes, side_px: int, *, corrupt_ok: bool = False) -> np.ndarray:
+    """Decode one JPEG patch to a (side_px, side_px, 3) uint8 BGR tile.
+
+    Args:
+        corrupt_ok: an undecodable patch becomes a red tile (with a warning) instead of an error,
+            so one bad patch does not hide the rest of a montage.
+
+    Raises:
+        TrackembError: the bytes are not a decodable image (unless ``corrupt_ok``).
+    """
+    img = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        if not corrupt_ok:
+            raise TrackembError(f"cannot decode a patch JPEG of {len(jpeg)} bytes")
+        log.warning("undecodable JPEG in montage")
+        return np.full((side_px, side_px, 3), (0, 0, 200), dtype=np.uint8)
+    return cv2.resize(img, (side_px, side_px), interpolation=cv2.INTER_AREA)

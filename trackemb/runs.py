@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trackemb.atomic import write_text
 from trackemb.config import StageConfig
 
 DONE_FILE = "done.json"
@@ -45,7 +46,4 @@ def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
 
 def mark_finished(out_dir: str | Path, key: str, result: dict[str, Any]) -> None:
     """Record completion atomically (a crash leaves either the old marker or the new one)."""
-    path = Path(out_dir) / DONE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, **result}, indent=2, default=str))
-    tmp.replace(path)
+    write_text(Path(out_dir) / DONE_FILE, json.dumps({"key": key, **result}, indent=2, default=str))

@@ -24,7 +24,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # The temporary server's 20 s default is too short on a busy machine; waiting longer beats failing.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from trackemb import __version__  # noqa: E402
+from trackemb._version import __version__  # noqa: E402
 from trackemb.cli.present import err, setup_logging  # noqa: E402
 from trackemb.config import ConfigError, load_config  # noqa: E402
 from trackemb.errors import TrackembError  # noqa: E402
@@ -152,7 +152,7 @@ def main() -> None:
     except UserError as exc:
         _report(str(exc), exc)
         sys.exit(exc.code)
-    except (TrackembError, ConfigError) as exc:
+    except TrackembError as exc:  # ConfigError included
         _report(str(exc), exc)
         sys.exit(2)
     except KeyboardInterrupt as exc:

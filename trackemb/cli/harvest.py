@@ -12,7 +12,7 @@ from trackemb.cli import preflight
 from trackemb.cli.app import ConfigOpt, app, fail, load, prefect_logging
 from trackemb.cli.present import err, out, print_harvest
 from trackemb.config import HarvestConfig
-from trackemb.errors import TrackembError
+from trackemb.errors import HarvestFailedError, TrackembError
 
 _H = HarvestConfig()
 
@@ -113,7 +113,7 @@ def harvest(
         preflight.store_is_free(store)
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from trackemb.flows.harvest import HarvestFailedError, harvest_flow
+    from trackemb.flows.harvest import harvest_flow
     from trackemb.pool import default_workers
 
     prefect_logging()

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from trackemb.cli.app import fail
+from trackemb.embedding.rundir import CKPT_NAME
 from trackemb.errors import TrackembError
 
 
@@ -83,14 +84,14 @@ def new_run_dir(run_dir: Path, resume: bool) -> None:
     """A run directory training may write: new, or resumable with ``--resume``."""
     if run_dir.exists() and not run_dir.is_dir():
         fail(f"{run_dir}: is a file; pass a directory for the training run")
-    if (run_dir / "ckpt.pt").exists() and not resume:
-        fail(f"{run_dir / 'ckpt.pt'} exists; add --resume to continue that run, or pass a new --run-dir")
+    if (run_dir / CKPT_NAME).exists() and not resume:
+        fail(f"{run_dir / CKPT_NAME} exists; add --resume to continue that run, or pass a new --run-dir")
 
 
 def trained_run(run_dir: Path) -> None:
     """A training run with a checkpoint."""
-    if not (run_dir / "ckpt.pt").is_file():
-        fail(f"{run_dir}: no ckpt.pt here; run `trackemb train STORE --run-dir {run_dir}` first")
+    if not (run_dir / CKPT_NAME).is_file():
+        fail(f"{run_dir}: no {CKPT_NAME} here; run `trackemb train STORE --run-dir {run_dir}` first")
 
 
 def export_dir(path: Path) -> None:

@@ -16,16 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trackemb.errors import TrackembError
+from trackemb.embedding.rundir import CKPT_NAME
+from trackemb.errors import ModelCardError
 
 CARD_NAME = "model_card.json"
 CARD_SCHEMA = 1
 # Encoders this package can rebuild; used when model.py offers no registry listing.
 FALLBACK_ARCHS = ("resnet18", "resnet34", "resnet50", "smallcnn")
-
-
-class ModelCardError(TrackembError):
-    """An export directory's model card (or a file it lists) is missing, invalid or tampered with."""
 
 
 def known_architectures() -> tuple[str, ...]:
@@ -233,7 +230,7 @@ def training_summary(ckpt: dict[str, Any], store_summary: dict[str, Any] | None)
 def validation_summary(run_dir: Path, ckpt: dict[str, Any], which: str) -> dict[str, Any]:
     """Held-out validation of the untrained network (step 0), the best and the last validation."""
     state = ckpt.get("best") if isinstance(ckpt.get("best"), dict) else {}
-    last_path = run_dir / "ckpt.pt"
+    last_path = run_dir / CKPT_NAME
     if which == "best" and last_path.is_file():  # the best checkpoint's history stops at its own step
         from trackemb.embedding.checkpoint import load_checkpoint
 

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from trackemb.atomic import atomic_path
 from trackemb.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-CKPT_NAME = "ckpt.pt"
-BEST_CKPT_NAME = "ckpt_best.pt"  # best validation so far (step 0 included): what export ships by default
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -83,30 +81,14 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             ``path`` keeps its previous content and the temporary file is removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save({"schema": SCHEMA, **state}, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise TrainingError(f"{path}: cannot write checkpoint: {exc}") from exc
-        raise
+    except OSError as exc:
+        raise TrainingError(f"{path}: cannot write checkpoint: {exc}") from exc
     return path
-
-
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """``ckpt_best.pt`` for ``which="best"`` (``ckpt.pt`` for runs made before keep-best), else ``ckpt.pt``."""
-    run_dir = Path(run_dir)
-    best = run_dir / BEST_CKPT_NAME
-    if which == "best" and best.is_file():
-        return best
-    if which == "best" and (run_dir / CKPT_NAME).is_file():
-        log.info("%s has no %s (made before keep-best); using %s", run_dir, BEST_CKPT_NAME, CKPT_NAME)
-    return run_dir / CKPT_NAME
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

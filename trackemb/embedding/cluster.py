@@ -20,13 +20,9 @@ import numpy as np
 from trackemb.config import ExportConfig
 from trackemb.embedding.embed import read_patches_csv, write_patches_csv
 from trackemb.embedding.montage import write_cluster_montages
-from trackemb.errors import TrackembError
+from trackemb.errors import ClusterError
 
 log = logging.getLogger(__name__)
-
-
-class ClusterError(TrackembError):
-    """Embeddings cannot be clustered as asked (missing files, too few points, bad k)."""
 
 
 @dataclass

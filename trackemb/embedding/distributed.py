@@ -36,10 +36,13 @@ class DistInfo:
 
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when present, else CPU. Asking for ``cuda`` without a GPU falls back loudly."""
-    if pref == "cpu" or not torch.cuda.is_available():
+    """``auto``: CUDA when present (this rank's GPU), else CPU. Asking for ``cuda`` without a GPU
+    falls back loudly; anything else (``cpu``, ``cuda:1``) is passed to torch."""
+    if pref not in ("auto", "cuda"):
+        return torch.device(pref)
+    if not torch.cuda.is_available():
         if pref == "cuda":
-            log.warning("device='cuda' requested but CUDA is not available; training on CPU")
+            log.warning("device='cuda' requested but CUDA is not available; running on CPU")
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
 

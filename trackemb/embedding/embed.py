@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,21 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from trackemb.atomic import atomic_path
 from trackemb.embedding.augment import to_input
 from trackemb.embedding.card import read_card
+from trackemb.embedding.distributed import resolve_device
 from trackemb.embedding.export import load_encoder
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("patch_id", "video", "video_path", "track", "frame", "x", "y", "w", "h", "role", "cluster")
 Progress = Callable[[int, int], None]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def decode_patches(jpegs: Sequence[bytes], size_px: int, device: torch.device) -> torch.Tensor:
@@ -139,13 +133,10 @@ def patch_rows(reader: Any) -> list[dict[str, Any]]:
 
 def write_patches_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
     """Write ``rows`` atomically with the contract's column order."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_patches_csv(path: str | Path) -> list[dict[str, str]]:
@@ -155,9 +146,8 @@ def read_patches_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.npy") as tmp:
+        np.save(tmp, array)
 
 
 def embed_store(

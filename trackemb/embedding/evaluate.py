@@ -148,7 +148,8 @@ def evaluate_run(
         TrackembError: no held-out track with two or more patches to query.
     """
     from trackemb.embedding.data import load_index, split_groups
-    from trackemb.embedding.embed import embed_keys, resolve_device
+    from trackemb.embedding.distributed import resolve_device
+    from trackemb.embedding.embed import embed_keys
     from trackemb.embedding.export import encoder_from_checkpoint
     from trackemb.embedding.model import encoder_from_args
     from trackemb.embedding.rank import effective_rank

@@ -13,7 +13,6 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,12 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import trackemb
+from trackemb._version import __version__
+from trackemb.atomic import atomic_path, write_text
 from trackemb.config import ExportConfig
 from trackemb.embedding.card import (
     CARD_NAME,
     ModelCard,
-    ModelCardError,
     file_entry,
     read_card,
     run_metrics,
@@ -37,17 +36,13 @@ from trackemb.embedding.card import (
     validation_summary,
     verify_file,
 )
-from trackemb.embedding.checkpoint import checkpoint_path
 from trackemb.embedding.model import encoder_from_args
-from trackemb.errors import TrackembError, TrainingError
+from trackemb.embedding.rundir import CKPT_NAME, checkpoint_path
+from trackemb.errors import ExportError, ModelCardError, TrainingError
 
 log = logging.getLogger(__name__)
 
 _MODEL_ARG_KEYS = ("arch", "embed_dim", "input_px")
-
-
-class ExportError(TrackembError):
-    """A run cannot be exported, or an exported file does not reproduce the model."""
 
 
 def load_run_checkpoint(run_dir: str | Path, which: str = "best") -> dict[str, Any]:
@@ -92,12 +87,8 @@ def encoder_from_checkpoint(run_dir: str | Path, which: str = "best") -> tuple[n
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:
-        raise ExportError(f"{Path(run_dir) / 'ckpt.pt'}: weights do not fit model_args: {exc}") from exc
+        raise ExportError(f"{Path(run_dir) / CKPT_NAME}: weights do not fit model_args: {exc}") from exc
     return model.eval(), ckpt
-
-
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
 
 
 def _check_close(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> None:
@@ -110,21 +101,22 @@ def _check_close(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) 
 def _write_torchscript(model: nn.Module, path: Path, input_px: int) -> None:
     example = torch.rand(2, 3, input_px, input_px)
     # torch.jit is deprecated upstream but TorchScript is the export contract; keep the logs clean.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            scripted = torch.jit.script(model)
-        except Exception as exc:  # scripting rejects some Python constructs; tracing handles any fixed graph
-            log.info("torch.jit.script failed (%s); tracing instead", exc)
-            scripted = torch.jit.trace(model, example)
-        tmp = _atomic_path(path)
-        scripted.save(str(tmp))
-        loaded = torch.jit.load(str(tmp), map_location="cpu")
-    # Odd batch sizes catch a trace that froze the example's batch dimension.
-    for batch in (1, 3):
-        x = torch.rand(batch, 3, input_px, input_px)
-        _check_close(str(path), loaded(x), model(x), atol=1e-5)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                scripted = torch.jit.script(model)
+            except (
+                Exception
+            ) as exc:  # scripting rejects some Python constructs; tracing handles any fixed graph
+                log.info("torch.jit.script failed (%s); tracing instead", exc)
+                scripted = torch.jit.trace(model, example)
+            scripted.save(str(tmp))
+            loaded = torch.jit.load(str(tmp), map_location="cpu")
+        # Odd batch sizes catch a trace that froze the example's batch dimension.
+        for batch in (1, 3):
+            x = torch.rand(batch, 3, input_px, input_px)
+            _check_close(str(path), loaded(x), model(x), atol=1e-5)
 
 
 @contextlib.contextmanager
@@ -142,38 +134,37 @@ def _quiet(*names: str) -> Iterator[None]:
 
 @torch.no_grad()
 def _write_onnx(model: nn.Module, path: Path, input_px: int) -> None:
-    tmp = _atomic_path(path)
     example = torch.rand(2, 3, input_px, input_px)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    # The exporter reports progress on stdout and its optimiser logs every pass at INFO.
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        warnings.catch_warnings(),
-        _quiet("onnxscript", "onnx_ir"),
-    ):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(tmp),
-            dynamo=True,
-            external_data=False,
-            input_names=["images"],
-            output_names=["embeddings"],
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
-    if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime as ort
+    with atomic_path(path) as tmp:
+        # The exporter reports progress on stdout and its optimiser logs every pass at INFO.
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+            _quiet("onnxscript", "onnx_ir"),
+        ):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                external_data=False,
+                input_names=["images"],
+                output_names=["embeddings"],
+                dynamic_shapes=({0: batch},),
+                verbose=False,
+            )
+        if importlib.util.find_spec("onnxruntime") is not None:
+            import onnxruntime as ort
 
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        for n in (1, 3):
-            x = torch.rand(n, 3, input_px, input_px)
-            got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-            _check_close(str(path), got, model(x), atol=1e-4)
-    else:
-        log.info("onnxruntime not installed; %s written but not verified", path)
-    os.replace(tmp, path)
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            for n in (1, 3):
+                x = torch.rand(n, 3, input_px, input_px)
+                got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+                _check_close(str(path), got, model(x), atol=1e-4)
+        else:
+            log.info("onnxruntime not installed; %s written but not verified", path)
 
 
 def export_encoder(
@@ -204,11 +195,9 @@ def export_encoder(
     input_px = int(args["input_px"])
 
     weights = out_dir / "encoder.safetensors"
-    tmp = _atomic_path(weights)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), {"format": "pt"}
-    )
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp), {"format": "pt"})
     written = [weights]
 
     _write_torchscript(model, out_dir / "encoder.ts", input_px)
@@ -232,7 +221,7 @@ def export_encoder(
         std=tuple(float(x) for x in args.get("std", (1.0, 1.0, 1.0))),
         training_data=training_summary(ckpt, store_summary),
         metrics=run_metrics(run_dir, ckpt) | {"validation": validation_summary(run_dir, ckpt, cfg.which)},
-        trackemb_version=trackemb.__version__,
+        trackemb_version=__version__,
         config=config,
         export_config=cfg.model_dump(mode="json"),
         step=int(ckpt["step"]) if "step" in ckpt else None,
@@ -240,9 +229,7 @@ def export_encoder(
         files=[file_entry(p) for p in written],
     )
     card_path = out_dir / CARD_NAME
-    tmp = _atomic_path(card_path)
-    tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
-    os.replace(tmp, card_path)
+    write_text(card_path, json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
     log.info("exported %s (%s, dim %d, %d px) to %s", run_dir, card.architecture, dim, input_px, out_dir)
     return out_dir
 

@@ -8,24 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from trackemb.config import ExportConfig
-from trackemb.errors import TrackembError
-from trackemb.pictures import save_png, with_caption
-
-
-def decode_bgr(jpeg: bytes, size_px: int) -> np.ndarray:
-    """Decode one JPEG patch to a (size_px, size_px, 3) uint8 BGR image.
-
-    Raises:
-        TrackembError: the bytes are not a decodable image.
-    """
-    img = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise TrackembError(f"cannot decode a patch JPEG of {len(jpeg)} bytes")
-    return cv2.resize(img, (size_px, size_px), interpolation=cv2.INTER_AREA)
+from trackemb.pictures import jpeg_tile, save_png, with_caption
 
 
 def tile(images: Sequence[np.ndarray], *, cols: int | None = None, pad_px: int = 2) -> np.ndarray:
@@ -83,7 +69,7 @@ def write_cluster_montages(
             continue
         dist = np.linalg.norm(emb[members] - centroids[c], axis=1)
         nearest = members[np.argsort(dist, kind="stable")[: cfg.montage_per_cluster]]
-        images = [decode_bgr(b, cfg.montage_tile_px) for b in reader.get_jpegs([keys[i] for i in nearest])]
+        images = [jpeg_tile(b, cfg.montage_tile_px) for b in reader.get_jpegs([keys[i] for i in nearest])]
         title = f"cluster {c}: {len(members)} patches, {len(nearest)} nearest the centre shown"
         mix = _mix([files[i] for i in members])
         sheet = with_caption(tile(images), [title, mix], above=True)

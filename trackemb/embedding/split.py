@@ -10,12 +10,12 @@ only what training used.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trackemb.atomic import write_text
 from trackemb.config import TrainConfig
 from trackemb.errors import TrainingError
 
@@ -93,10 +93,7 @@ def _split_record(
 
 def write_split(path: str | Path, record: dict[str, Any]) -> None:
     """Write the split atomically (a kill mid-write keeps the old file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def read_split(run_dir: str | Path) -> dict[str, Any] | None:

@@ -27,8 +27,6 @@ from torch.utils.data import DataLoader
 from trackemb.config import TrainConfig, write_config_json
 from trackemb.embedding import monitor, stop
 from trackemb.embedding.checkpoint import (
-    BEST_CKPT_NAME,
-    CKPT_NAME,
     restore_training,
     resumed_metrics,
     rng_state,
@@ -44,6 +42,7 @@ from trackemb.embedding.distributed import (
 from trackemb.embedding.model import build_encoder
 from trackemb.embedding.monitor import CollapseDetector, MetricsWriter, embed_loader
 from trackemb.embedding.result import TrainResult, ckpt_metrics, train_result
+from trackemb.embedding.rundir import BEST_CKPT_NAME, CKPT_NAME
 from trackemb.embedding.split import run_split, split_summary
 from trackemb.embedding.step import (
     TrainView,

@@ -23,11 +23,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from trackemb import fsnames, progress
 from trackemb.config import HarvestConfig
+from trackemb.errors import HarvestFailedError, TransientIOError
 from trackemb.harvest_run import RunLedger, split_duplicates, split_settled
 from trackemb.harvest_summary import build_summary, summary_markdown
 from trackemb.ingest import (
     HarvestOutcome,
-    TransientIOError,
     failure_record,
     find_videos,
     harvest_one,
@@ -89,14 +89,6 @@ def _commit(store: PatchStore, outcome: HarvestOutcome) -> None:
         store.put_video(outcome.harvest)
     elif outcome.status == "failed" and outcome.record is not None:
         store.put_failure(outcome.record)
-
-
-class HarvestFailedError(RuntimeError):
-    """Raised at the end of a ``strict`` harvest in which some videos failed; carries the run summary."""
-
-    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.summary = summary or {}
 
 
 # Each task only waits for its worker process: one thread per worker of the largest default pool.

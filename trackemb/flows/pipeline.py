@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from trackemb.config import ExportConfig, HarvestConfig, TrainConfig
+from trackemb.embedding.rundir import CKPT_NAME
 from trackemb.flows.export import export_flow
 from trackemb.flows.harvest import harvest_flow
 from trackemb.flows.train import train_flow
@@ -49,7 +50,7 @@ def pipeline_flow(
     train_result = finished(run_dir, train_key)
     if train_result is None:
         train_result = train_flow(
-            str(paths["store"]), str(run_dir), train, resume=(run_dir / "ckpt.pt").exists()
+            str(paths["store"]), str(run_dir), train, resume=(run_dir / CKPT_NAME).exists()
         )
         if train_result.get("stopped"):  # Ctrl-C / SIGTERM: keep the checkpoint, export nothing
             logger.warning("training stopped at step %s; re-run to continue", train_result.get("step"))

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from trackemb import progress
 from trackemb.config import TrainConfig
+from trackemb.embedding.rundir import CKPT_NAME
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train {run_dir}")
@@ -24,7 +25,7 @@ def train_task(
     from trackemb.embedding.train import train
 
     # After a failed attempt a checkpoint may exist: the retry resumes from it.
-    resume = resume or (Path(run_dir) / "ckpt.pt").exists()
+    resume = resume or (Path(run_dir) / CKPT_NAME).exists()
     # Installed here, inside the flow, because Prefect's engine replaces SIGTERM for the flow run.
     with stop.on_signals():
         result = train(

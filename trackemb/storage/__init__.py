@@ -1,5 +1,6 @@
 """trackemb.storage: the LMDB PatchStore (records, schema, writer, sharded reader, inspection)."""
 
+from trackemb.errors import MissingKeyError
 from trackemb.storage.records import (
     PairRecord,
     PatchRecord,
@@ -9,7 +10,7 @@ from trackemb.storage.records import (
     VideoRecord,
     patch_key,
 )
-from trackemb.storage.schema import SCHEMA_VERSION, MissingKeyError
+from trackemb.storage.schema import SCHEMA_VERSION
 from trackemb.storage.shards import StoreReader, open_reader
 from trackemb.storage.store import PatchStore
 from trackemb.storage.triplets import Plan as TripletPlan

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from trackemb import pictures
@@ -195,14 +194,6 @@ def stats_tables(stats: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def _tile(blob: bytes, side: int) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(blob, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:  # a corrupt patch shows as a red tile rather than hiding the rest
-        log.warning("undecodable JPEG in montage")
-        return np.full((side, side, 3), (0, 0, 200), dtype=np.uint8)
-    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
-
-
 def _pair_caption(pair: Any, paths: dict[str, str], frames: dict[str, int]) -> tuple[str, str]:
     name = Path(paths.get(pair.video_sha, pair.video_sha[:12])).name
     return (
@@ -243,7 +234,10 @@ def store_montage(
     paths = {v.sha: v.path for v in reader.videos()}
     cells, text = [], {"Description": "random positive pairs: first | last patch of one track"}
     for n, pair in enumerate(chosen, 1):
-        first, last = (_tile(reader.get_jpeg(k), tile_px) for k in (pair.anchor, pair.positive))
+        first, last = (
+            pictures.jpeg_tile(reader.get_jpeg(k), tile_px, corrupt_ok=True)
+            for k in (pair.anchor, pair.positive)
+        )
         sep = np.full((tile_px, _SEP_PX, 3), _SEPARATOR, np.uint8)
         caption = _pair_caption(pair, paths, frames)
         cells.append(pictures.with_caption(np.hstack([first, sep, last]), caption))

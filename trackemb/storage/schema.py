@@ -30,16 +30,16 @@ scan finds (and a re-harvest replaces) all of a video's records.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from trackemb import __version__
+from trackemb._version import __version__
+from trackemb.atomic import write_text
+from trackemb.configfile import fingerprint
 from trackemb.errors import StoreError
 from trackemb.storage.records import PairRecord, TrackRecord
 
@@ -71,13 +71,6 @@ SHA16 = 16
 # Human-readable mirror of the meta record, so a shard writer can check the root's config
 # without opening the root's LMDB environment (which its own process may hold as writer).
 META_JSON = "meta.json"
-
-
-class MissingKeyError(StoreError, KeyError):
-    """A record asked for by key is not in the store (a StoreError that is also a KeyError)."""
-
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0]) if self.args else ""
 
 
 def video_key(sha: str) -> bytes:
@@ -127,10 +120,7 @@ def unpack(blob: bytes) -> Any:
 
 def config_fingerprint(harvest_config: dict[str, Any] | None) -> str:
     """Short stable hash of a harvest config dict; equals ``HarvestConfig.fingerprint()`` of its dump."""
-    if harvest_config is None:
-        return ""
-    blob = json.dumps(harvest_config, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return "" if harvest_config is None else fingerprint(harvest_config)
 
 
 def new_meta(harvest_config: dict[str, Any] | None) -> dict[str, Any]:
@@ -163,10 +153,7 @@ def decode_meta(items: dict[bytes, bytes]) -> dict[str, Any]:
 
 def write_meta_json(store_dir: Path, meta: dict[str, Any]) -> None:
     """Write ``<store>/meta.json`` atomically (tmp file + rename)."""
-    path = Path(store_dir) / META_JSON
-    tmp = path.with_name(f".{META_JSON}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(Path(store_dir) / META_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def read_meta_json(store_dir: Path) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trackemb.errors import StoreError
+from trackemb.errors import MissingKeyError, StoreError
 from trackemb.storage import schema
 from trackemb.storage.env import StorePart, open_part, read_meta, scan
 from trackemb.storage.records import PairRecord, PatchRecord, Record, TrackRecord, TripletRecord, VideoRecord
@@ -168,7 +168,7 @@ class StoreView:
                 if blob is not None:
                     self._route[sha16] = part.name
                     return blob
-        raise schema.MissingKeyError(f"{self.path}: no patch JPEG with key {key!r} in this store")
+        raise MissingKeyError(f"{self.path}: no patch JPEG with key {key!r} in this store")
 
     def get_jpegs(self, keys: Sequence[str]) -> list[bytes]:
         """Raw JPEG bytes of ``keys``, in order, from one read transaction per part (~6x faster lookups).
@@ -188,7 +188,7 @@ class StoreView:
                         out.append(blob)
                         break
                 else:
-                    raise schema.MissingKeyError(f"{self.path}: no patch JPEG with key {key!r} in this store")
+                    raise MissingKeyError(f"{self.path}: no patch JPEG with key {key!r} in this store")
         return out
 
     def _by_route(self, parts: list[StorePart], sha16: str) -> list[StorePart]:
