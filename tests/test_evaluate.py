@@ -10,7 +10,8 @@ from embed_fixtures import make_run_dir, make_store
 
 from trackemb.config import TrainConfig
 from trackemb.embedding.data import held_out_split, load_index
-from trackemb.embedding.evaluate import evaluate_run, recall_at_k, retrieval_metrics
+from trackemb.embedding.evaluate import evaluate_run
+from trackemb.embedding.metrics import recall_at_k, retrieval_metrics
 from trackemb.embedding.sampler import train_sampler
 
 

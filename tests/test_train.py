@@ -19,8 +19,10 @@ import torch.nn.functional as F
 
 from trackemb.config import MineConfig, TrainConfig
 from trackemb.embedding.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trackemb.embedding.collapse import CollapseDetector
+from trackemb.embedding.metrics import recall_at_1
 from trackemb.embedding.model import encoder_from_args
-from trackemb.embedding.monitor import CollapseDetector, ListWriter, recall_at_1
+from trackemb.embedding.monitor import ListWriter
 from trackemb.embedding.train import lr_at, train
 from trackemb.errors import TrainingError
 from trackemb.storage.store import open_reader

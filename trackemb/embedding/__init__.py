@@ -23,7 +23,7 @@ _EXPORTS = {
     "ListWriter": "monitor",
     "MetricsWriter": "monitor",
     "TensorBoardWriter": "monitor",
-    "recall_at_1": "monitor",
+    "recall_at_1": "metrics",
     "load_checkpoint": "checkpoint",
     "TrainResult": "train",
     "lr_at": "train",

@@ -32,6 +32,7 @@ from trackemb.embedding.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from trackemb.embedding.collapse import CollapseDetector
 from trackemb.embedding.data import PairBatchDataset, PatchDataset, load_index, train_sampler
 from trackemb.embedding.distributed import (
     all_reduce_mean,
@@ -39,8 +40,9 @@ from trackemb.embedding.distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from trackemb.embedding.metrics import embed_loader
 from trackemb.embedding.model import build_encoder
-from trackemb.embedding.monitor import CollapseDetector, MetricsWriter, embed_loader
+from trackemb.embedding.monitor import MetricsWriter
 from trackemb.embedding.result import TrainResult, ckpt_metrics, train_result
 from trackemb.embedding.rundir import BEST_CKPT_NAME, CKPT_NAME
 from trackemb.embedding.split import run_split, split_summary

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trackemb.embedding.evaluate import retrieval_metrics
+from trackemb.embedding.metrics import retrieval_metrics
 from trackemb.embedding.rank import effective_rank
 
 log = logging.getLogger(__name__)
