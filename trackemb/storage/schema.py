@@ -39,7 +39,7 @@ import msgpack
 
 from trackemb._version import __version__
 from trackemb.atomic import write_text
-from trackemb.configfile import fingerprint
+from trackemb.config.file import fingerprint
 from trackemb.errors import StoreError
 from trackemb.storage.records import PairRecord, TrackRecord
 
