@@ -1,7 +1,7 @@
 """Harvest vs decode: how close the full harvest gets to the speed of decoding alone.
 
 Target: frames/s of the full harvest (hash, decode, motion, tracking, crops, JPEG, store
-write: ``ingest.harvest_one`` + ``PatchStore.put_video``, what the harvest flow does per
+write: ``tracking.outcome.harvest_one`` + ``PatchStore.put_video``, what the harvest flow does per
 video) >= 0.5 x frames/s of the fastest plain decoder (decord or OpenCV) on the same
 frames of the sample clips. Variants of the harvest (OpenCV reader, frame stride 2, one
 OpenCV thread) and of decoding (decord threads, decoding at working resolution) are
@@ -24,10 +24,10 @@ import cv2
 from bench.common import BenchResult, interleave, med, rate, spread
 from bench.inputs import sample_clips
 from trackemb.config import DecodeConfig, HarvestConfig
-from trackemb.ingest import harvest_one
 from trackemb.storage.store import PatchStore
 from trackemb.tracking import harvest as harvest_mod
 from trackemb.tracking.decode import to_work_gray
+from trackemb.tracking.outcome import harvest_one
 from trackemb.tracking.stream import iter_frames
 
 TARGET = 0.5

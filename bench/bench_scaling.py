@@ -4,7 +4,7 @@ The inputs are 1, 2, 4, 8 copies of one short clip (the first frames of a sample
 re-encoded), each with a trailing ISO ``free`` box that names it: identical frames, so
 every video costs the same work, but distinct content hashes, so the store harvests
 each. A run is what the harvest flow does, minus Prefect: open a fresh store, harvest
-each video with ``ingest.harvest_one``, commit it with ``PatchStore.put_video`` from the
+each video with ``tracking.outcome.harvest_one``, commit it with ``PatchStore.put_video`` from the
 calling thread, then ``build_triplets``. Workers are called directly (no Prefect, to keep
 its start-up noise out): a ``ThreadPoolExecutor(2)`` (what the flow's
 ``ThreadPoolTaskRunner(max_workers=2)`` does) and a ``ProcessPoolExecutor(2)`` (fork).
@@ -28,8 +28,8 @@ import numpy as np
 from bench.common import BenchResult, interleave, med, spread
 from bench.inputs import cut_clip, distinct_copies, sample_clips
 from trackemb.config import DecodeConfig, HarvestConfig
-from trackemb.ingest import harvest_one
 from trackemb.storage.store import PatchStore
+from trackemb.tracking.outcome import harvest_one
 
 SOURCE_CLIP = "vtest.mp4"
 

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from bench.common import REPO, BenchResult, med
+from trackemb.storage import records
 from trackemb.storage.records import (
     PairRecord,
     PatchRecord,
@@ -99,7 +100,7 @@ def _commit_times(store: PatchStore, n: int, k: int) -> dict[str, float]:
     with store._own.read() as txn:  # noqa: SLF001 - what the old per-commit stale-failure scan decoded
         t0 = time.perf_counter()
         for _, blob in txn.cursor(db=store._own.dbs["videos"]):  # noqa: SLF001
-            VideoRecord.from_bytes(blob)
+            records.decode(VideoRecord, blob)
         scan = time.perf_counter() - t0
     return {"put_video": med(new), "put_failure": med(fail), "fixed_file": med(fixed), "old_full_scan": scan}
 

@@ -33,9 +33,9 @@ from pathlib import Path
 from bench.common import REPO, BenchResult, interleave, load_avg, med, spread
 from bench.inputs import cut_clip, distinct_copies, sample_clips
 from trackemb.config import HarvestConfig
-from trackemb.ingest import harvest_one
-from trackemb.pool import CRASH_HOOK_ENV, HarvestPool, default_workers
+from trackemb.harvest.pool import CRASH_HOOK_ENV, HarvestPool, default_workers
 from trackemb.storage.store import PatchStore
+from trackemb.tracking.outcome import harvest_one
 
 SCALING_TARGET, UTIL_TARGET = 1.7, 0.85
 SOURCE_CLIP = "vtest.mp4"

@@ -33,7 +33,7 @@ from bench.corpus_io import (
     reencode_video,
     sequence_digest,
 )
-from trackemb.tracking.decode import video_sha
+from trackemb.tracking.files import video_sha
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = Path(__file__).with_name("corpus.toml")

@@ -21,7 +21,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from trackemb.tracking.decode import video_sha
+from trackemb.tracking.files import video_sha
 
 
 class CorpusError(RuntimeError):

@@ -40,7 +40,7 @@ def test_interleave_runs_cases_alternately() -> None:
 
 def test_distinct_copies_have_distinct_hashes_and_same_frames(tmp_path: Path, sample_videos: Path) -> None:
     from trackemb.config import DecodeConfig
-    from trackemb.tracking.decode import video_sha
+    from trackemb.tracking.files import video_sha
     from trackemb.tracking.stream import iter_frames
 
     copies = distinct_copies(sample_videos / "cup.mp4", tmp_path, 2)

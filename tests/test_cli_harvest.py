@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 HOLDER = r"""
 import select, sys, time
 from trackemb.config import HarvestConfig
-from trackemb.ingest import find_videos, harvest_one
+from trackemb.tracking.files import find_videos
+from trackemb.tracking.outcome import harvest_one
 from trackemb.storage.store import PatchStore
 
 video_dir, store = sys.argv[1], sys.argv[2]

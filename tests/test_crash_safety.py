@@ -27,7 +27,7 @@ import pytest
 import torch
 from badcorpus import cli_env
 
-from trackemb.storage import schema
+from trackemb.storage import records, schema
 from trackemb.storage.lock import LOCK_FILE
 from trackemb.storage.records import VideoRecord
 from trackemb.storage.store import open_reader
@@ -142,7 +142,7 @@ def dump_store(path: Path) -> dict[str, dict[bytes, Any]]:
         if b"created_at" in content[schema.META]:  # the only meta field that differs between runs
             content[schema.META][b"created_at"] = b"<wall clock>"
         for key, blob in content[schema.VIDEOS].items():
-            rec = VideoRecord.from_bytes(blob)
+            rec = records.decode(VideoRecord, blob)
             rec.seconds = 0.0
             content[schema.VIDEOS][key] = rec
         return content

@@ -18,8 +18,8 @@ from trackemb.tracking.decode import (
     OpenCVReader,
     open_video,
     to_work_gray,
-    video_sha,
 )
+from trackemb.tracking.files import video_sha
 from trackemb.tracking.stream import iter_frames
 
 decord = pytest.importorskip("decord")
@@ -141,7 +141,7 @@ def test_unreadable_file(clips: dict[str, Path], tmp_path: Path) -> None:
     path.chmod(0)
     with pytest.raises(VideoDecodeError) as err:
         open_video(path, DecodeConfig())
-    assert err.value.kind == "unreadable"
+    assert err.value.kind == "permission_denied"
 
 
 def test_to_work_gray_scales_long_side() -> None:

@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 from synthetic import write_synthetic_video
 
-from trackemb import ingest
 from trackemb.config import HarvestConfig
-from trackemb.tracking.decode import video_sha
+from trackemb.errors import TransientIOError
+from trackemb.tracking import files
+from trackemb.tracking.files import video_sha
+from trackemb.tracking.outcome import harvest_one
 
 REPO = Path(__file__).resolve().parents[1]
 # Calls whose argument at this position is an error kind; and functions returning (kind, cause).
 _KIND_ARG = {"VideoDecodeError": 2, "failure_record": 2, "failed": 1}
-_KIND_RETURNERS = {"_os_error_kind", "probe_file"}
+_KIND_RETURNERS = {"os_error_kind", "probe_file"}
 
 
 def _readme_kinds() -> set[str]:
@@ -113,14 +115,14 @@ def clip(tmp_path: Path) -> Path:
 def test_transient_error_while_hashing_is_retried(clip: Path, monkeypatch) -> None:
     flaky = _FlakyOpen(clip, failures=1)
     monkeypatch.setattr(builtins, "open", flaky)
-    monkeypatch.setattr(ingest, "RETRY_DELAYS_S", (0.01, 0.01))
-    outcome = ingest.harvest_one(clip, HarvestConfig())
+    monkeypatch.setattr(files, "RETRY_DELAYS_S", (0.01, 0.01))
+    outcome = harvest_one(clip, HarvestConfig())
     assert outcome.status == "done", outcome.record
     assert outcome.sha == video_sha(clip) and flaky.calls > 1
 
 
 def test_persistent_transient_error_goes_to_the_orchestrator(clip: Path, monkeypatch) -> None:
     monkeypatch.setattr(builtins, "open", _FlakyOpen(clip, failures=10**6))
-    monkeypatch.setattr(ingest, "RETRY_DELAYS_S", (0.01,))
-    with pytest.raises(ingest.TransientIOError, match="flaky.mp4"):
-        ingest.harvest_one(clip, HarvestConfig())
+    monkeypatch.setattr(files, "RETRY_DELAYS_S", (0.01,))
+    with pytest.raises(TransientIOError, match="flaky.mp4"):
+        harvest_one(clip, HarvestConfig())

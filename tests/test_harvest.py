@@ -12,8 +12,9 @@ from synthetic import GroundTruth, iou, write_pan_video, write_static_video, wri
 
 from trackemb.config import DecodeConfig, HarvestConfig
 from trackemb.errors import VideoDecodeError
+from trackemb.storage import records
 from trackemb.storage.records import patch_key
-from trackemb.tracking.decode import video_sha
+from trackemb.tracking.files import video_sha
 from trackemb.tracking.harvest import harvest_video
 from trackemb.tracking.prefetch import Prefetch
 
@@ -64,9 +65,9 @@ def test_pairs_come_from_one_object(clip: GroundTruth) -> None:
 
 def test_harvest_is_deterministic(clip: GroundTruth) -> None:
     one, two = harvest_video(clip.path, HarvestConfig()), harvest_video(clip.path, HarvestConfig())
-    assert [t.to_bytes() for t in one.tracks] == [t.to_bytes() for t in two.tracks]
-    assert [p.to_bytes() for p in one.patches] == [p.to_bytes() for p in two.patches]
-    assert [p.to_bytes() for p in one.pairs] == [p.to_bytes() for p in two.pairs]
+    assert [records.encode(t) for t in one.tracks] == [records.encode(t) for t in two.tracks]
+    assert [records.encode(p) for p in one.patches] == [records.encode(p) for p in two.patches]
+    assert [records.encode(p) for p in one.pairs] == [records.encode(p) for p in two.pairs]
     assert one.jpegs == two.jpegs
 
 

@@ -18,6 +18,7 @@ from badcorpus import GrowingFile
 from synthetic import write_synthetic_video
 
 from trackemb.config import HarvestConfig
+from trackemb.storage import records
 from trackemb.storage.store import open_reader
 
 pytestmark = pytest.mark.prefect
@@ -72,7 +73,7 @@ def test_identical_content_is_harvested_once_and_every_path_kept(prefect_api, tm
 
 
 def test_copies_are_found_before_harvesting_so_each_content_is_decoded_once(tmp_path: Path) -> None:
-    from trackemb.harvest_run import split_duplicates
+    from trackemb.harvest.ledger import split_duplicates
 
     a = _clip(tmp_path / "a.mp4", seed=7)
     (tmp_path / "b.mp4").write_bytes(a.read_bytes())  # copy
@@ -140,9 +141,9 @@ def test_non_utf8_names_round_trip_through_a_record(tmp_path: Path) -> None:
     from trackemb.storage.records import VideoRecord
 
     raw = os.fsdecode(b"/videos/caf\xe9.mp4")
-    rec = VideoRecord.from_bytes(VideoRecord(sha="a" * 64, path=raw, status="failed").to_bytes())
+    rec = records.decode(VideoRecord, records.encode(VideoRecord(sha="a" * 64, path=raw, status="failed")))
     assert rec.path == "/videos/caf\\xe9.mp4" and rec.fs_path == raw and rec.path_bytes == os.fsencode(raw)
-    plain = VideoRecord.from_bytes(VideoRecord(sha="b" * 64, path="/v/café.mp4", status="done").to_bytes())
+    plain = records.decode(VideoRecord, records.encode(VideoRecord(sha="b" * 64, path="/v/café.mp4", status="done")))
     assert plain.fs_path == plain.path == "/v/café.mp4" and plain.path_bytes == b""
     target = tmp_path / os.fsdecode(b"x\xff.mp4")
     target.write_bytes(b"data")

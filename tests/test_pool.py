@@ -11,7 +11,7 @@ import pytest
 from synthetic import write_synthetic_video
 
 from trackemb.config import HarvestConfig
-from trackemb.pool import CRASH_HOOK_ENV, HarvestPool, default_workers
+from trackemb.harvest.pool import CRASH_HOOK_ENV, HarvestPool, default_workers
 from trackemb.storage.store import open_reader
 
 pytestmark = pytest.mark.prefect
@@ -83,7 +83,7 @@ def test_a_dask_killed_worker_is_recorded_as_crashed(videos: Path) -> None:
 _BUSY_PARENT = """
 import sys, time
 from trackemb.config import HarvestConfig
-from trackemb.pool import HarvestPool
+from trackemb.harvest.pool import HarvestPool
 if __name__ == "__main__":
     pool = HarvestPool(1, HarvestConfig())
     pool.submit(sys.argv[1])

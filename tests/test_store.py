@@ -30,6 +30,7 @@ from trackemb.storage import (
     VideoRecord,
     open_reader,
     patch_key,
+    records,
     schema,
 )
 from trackemb.storage.inspect import format_stats, stats_tables, store_montage
@@ -85,8 +86,8 @@ def test_records_round_trip_through_msgpack() -> None:
     h = make_harvest(1)
     trip = TripletRecord("a/1", "a/2", "b/3", "a" * 64, "b" * 64)
     for rec in [h.video, h.tracks[0], h.patches[0], h.pairs[0], trip]:
-        assert type(rec).from_bytes(rec.to_bytes()) == rec
-    assert isinstance(TrackRecord.from_bytes(h.tracks[0].to_bytes()).boxes[0], tuple)
+        assert records.decode(type(rec), records.encode(rec)) == rec
+    assert isinstance(records.decode(TrackRecord, records.encode(h.tracks[0])).boxes[0], tuple)
 
 
 def test_store_round_trips_every_record_type(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ import lmdb
 import pytest
 from test_store import CFG, make_harvest
 
-from trackemb.storage import PatchStore, TripletRecord, VideoRecord, open_reader, schema
-from trackemb.storage.records import Record
+from trackemb.storage import PatchStore, TripletRecord, VideoRecord, open_reader, records, schema
 
 
 def failure(sha: str, path: str) -> VideoRecord:
@@ -21,13 +20,13 @@ def test_a_commit_decodes_only_the_records_at_its_path(tmp_path: Path, monkeypat
         for i in range(300):
             store.put_failure(failure(f"{i:064x}", f"/videos/bad{i}.mp4"))
         decoded = []
-        real = Record.from_bytes.__func__
+        real = records.decode
 
         def counting(cls, blob):
             decoded.append(cls.__name__)
             return real(cls, blob)
 
-        monkeypatch.setattr(Record, "from_bytes", classmethod(counting))
+        monkeypatch.setattr(records, "decode", counting)
         store.put_failure(failure("f" * 64, "/videos/bad7.mp4"))  # replaces bad7's record
         store.put_video(make_harvest(1, path="/videos/bad8.mp4"))  # fixes bad8
         assert decoded.count("VideoRecord") == 2, decoded  # one record at each path, not 300

@@ -17,7 +17,6 @@ class ErrorKind(StrEnum):
     DECODE_ERROR = "decode_error"
     NO_READER = "no_reader"
     PERMISSION_DENIED = "permission_denied"
-    UNREADABLE = "unreadable"
     BROKEN_SYMLINK = "broken_symlink"
     SYMLINK_LOOP = "symlink_loop"
     NOT_A_FILE = "not_a_file"

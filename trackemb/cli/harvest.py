@@ -114,7 +114,7 @@ def harvest(
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from trackemb.flows.harvest import harvest_flow
-    from trackemb.pool import default_workers
+    from trackemb.harvest.pool import default_workers
 
     prefect_logging()
     n_workers = default_workers() if workers is None else workers

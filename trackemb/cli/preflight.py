@@ -26,7 +26,7 @@ def video_source(video_dir: Path, pattern: str = "**/*") -> None:
             f"{video_dir}: no such folder or file; pass a folder of videos (searched recursively) or one video"
         )
     if video_dir.is_dir():
-        from trackemb.ingest import VIDEO_EXTENSIONS, find_videos
+        from trackemb.tracking.files import VIDEO_EXTENSIONS, find_videos
 
         if not find_videos(video_dir, pattern):
             fail(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from trackemb import progress as progress_hooks
+from trackemb.flows import progress as progress_hooks
 
 # Results: `trackemb inspect STORE > report.txt` keeps them, in tables wide enough not to wrap names.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
@@ -78,6 +79,7 @@ class RichReporter:
             disable=not err.is_terminal and os.environ.get("CI") == "true",
         )
         self.tasks: dict[str, Any] = {}
+        self._hooks = ExitStack()
 
     def __call__(self, stage: str, done: int, total: int, info: dict[str, Any]) -> None:
         text = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
@@ -87,17 +89,17 @@ class RichReporter:
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
-        progress_hooks.install(self)
+        self._hooks.enter_context(progress_hooks.reporting(self))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        progress_hooks.install(None)
+        self._hooks.close()
         self.progress.stop()
 
 
 def print_harvest(summary: dict[str, Any]) -> None:
     """The harvest summary as a table: short names, error kind and cause, full paths as footnotes."""
-    from trackemb.harvest_summary import COLUMNS, cell, totals_line
+    from trackemb.harvest.summary import COLUMNS, cell, totals_line
 
     table = Table(title=f"harvest of {summary['video_dir']} -> {summary['store']}", title_justify="left")
     for _, header, right in COLUMNS:

@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from trackemb import progress
 from trackemb.config import ExportConfig
+from trackemb.flows import progress
 
 
 @task(task_run_name="export {run_dir}")

@@ -2,7 +2,7 @@
 
 One task per video (bounded concurrency, retries only for transient I/O); the flow thread
 is the single writer that commits each finished video in one transaction. By default each
-task hands its video to a :class:`~trackemb.pool.HarvestPool` worker process (all cores; a
+task hands its video to a :class:`~trackemb.harvest.pool.HarvestPool` worker process (all cores; a
 native crash costs that video only); ``workers=0`` harvests in the task's own thread. With
 ``shards=True`` (Dask or other multi-process runners) each worker process writes its own
 shard instead, and readers see the shards as one store.
@@ -21,20 +21,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from trackemb import fsnames, progress
+from trackemb import fsnames
 from trackemb.config import HarvestConfig
 from trackemb.errors import HarvestFailedError, TransientIOError
-from trackemb.harvest_run import RunLedger, split_duplicates, split_settled
-from trackemb.harvest_summary import build_summary, summary_markdown
-from trackemb.ingest import (
-    HarvestOutcome,
-    failure_record,
-    find_videos,
-    harvest_one,
-    unreadable_key,
-)
-from trackemb.pool import CRASH_RETRIES, HarvestPool, count_crash, crash_outcome, default_workers
+from trackemb.flows import progress
+from trackemb.harvest.ledger import RunLedger, split_duplicates, split_settled
+from trackemb.harvest.pool import CRASH_RETRIES, HarvestPool, count_crash, crash_outcome, default_workers
+from trackemb.harvest.summary import build_summary, summary_markdown
 from trackemb.storage.store import PatchStore, open_reader
+from trackemb.tracking.files import find_videos, unreadable_key
+from trackemb.tracking.outcome import HarvestOutcome, failure_record, harvest_one
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from trackemb.config import ExportConfig, HarvestConfig, TrainConfig
 from trackemb.embedding.rundir import CKPT_NAME
 from trackemb.flows.export import export_flow
 from trackemb.flows.harvest import harvest_flow
+from trackemb.flows.runs import finished, mark_finished, store_state, work_key
 from trackemb.flows.train import train_flow
-from trackemb.runs import finished, mark_finished, store_state, work_key
 
 
 def pipeline_layout(out_dir: str | Path) -> dict[str, Path]:

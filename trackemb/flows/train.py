@@ -12,9 +12,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from trackemb import progress
 from trackemb.config import TrainConfig
 from trackemb.embedding.rundir import CKPT_NAME
+from trackemb.flows import progress
 
 
 @task(retries=1, retry_delay_seconds=5, task_run_name="train {run_dir}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import lmdb
 
-from trackemb.storage import schema
+from trackemb.storage import records, schema
 from trackemb.storage.records import VideoRecord
 from trackemb.storage.schema import PATHS, VIDEOS
 
@@ -40,7 +40,7 @@ def records_at(txn: lmdb.Transaction, dbs: dict[str, Any], path: str) -> list[Vi
     for sha in _shas_at(txn, dbs, path):
         blob = txn.get(schema.video_key(sha), db=dbs[VIDEOS])
         if blob is not None:
-            rec = VideoRecord.from_bytes(blob)
+            rec = records.decode(VideoRecord, blob)
             if rec.path == path:
                 found.append(rec)
     return found
@@ -68,7 +68,7 @@ def backfill(txn: lmdb.Transaction, dbs: dict[str, Any]) -> int:
     """Build the index of a store written before it existed (one scan, once); returns paths indexed."""
     by_path: dict[bytes, set[str]] = {}
     for _, blob in txn.cursor(db=dbs[VIDEOS]):
-        rec = VideoRecord.from_bytes(blob)
+        rec = records.decode(VideoRecord, blob)
         by_path.setdefault(path_key(rec.path), set()).add(rec.sha)
     for key, shas in by_path.items():
         txn.put(key, schema.pack(sorted(shas)), db=dbs[PATHS])

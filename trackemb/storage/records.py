@@ -1,24 +1,36 @@
-"""Plain records stored in the PatchStore, encoded with msgpack (never pickle).
+"""The PatchStore's records and their msgpack codec (never pickle).
 
-These dataclasses are the contract between harvesting (which produces them), the store
-(which persists them) and training/export (which read them). They hold only builtin
-types so that msgpack round-trips them exactly.
+The records of one video are the harvest's own results (:mod:`trackemb.tracking.results`,
+re-exported here); the store adds :class:`TripletRecord` (built from stored pairs) and
+converts every record to bytes and back with :func:`encode` / :func:`decode`.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import msgpack
 
-from trackemb import fsnames
+from trackemb.tracking.results import (
+    Box,
+    PairRecord,
+    PatchRecord,
+    TrackRecord,
+    VideoHarvest,
+    VideoRecord,
+    frames_text,
+    patch_key,
+    rejected_text,
+)
 
-R = TypeVar("R", bound="Record")
+__all__ = [
+    "Box", "PairRecord", "PatchRecord", "TrackRecord", "TripletRecord", "VideoHarvest", "VideoRecord",
+    "decode", "encode", "frames_text", "patch_key", "rejected_text",
+]  # fmt: skip
 
-# A box is (x, y, w, h) in full-resolution pixels of the source video.
-Box = tuple[float, float, float, float]
+R = TypeVar("R")
 
 
 @functools.cache
@@ -26,134 +38,28 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-class Record:
-    def to_bytes(self) -> bytes:
-        # Fields hold only builtins (no nested dataclasses), so a shallow dict packs to the same
-        # bytes as dataclasses.asdict, without its deep copy (5x faster for a million patches).
-        return msgpack.packb({n: getattr(self, n) for n in _field_names(type(self))}, use_bin_type=True)
-
-    @classmethod
-    def from_bytes(cls: type[R], blob: bytes) -> R:
-        data: dict[str, Any] = msgpack.unpackb(blob, raw=False)
-        known = _field_names(cls)
-        # Tuples come back as lists from msgpack; fields that need tuples are normalised here.
-        obj = cls(**{k: v for k, v in data.items() if k in known})
-        if hasattr(obj, "box") and isinstance(obj.box, list):
-            obj.box = tuple(obj.box)  # type: ignore[attr-defined]
-        if hasattr(obj, "boxes"):
-            obj.boxes = [tuple(b) for b in obj.boxes]  # type: ignore[attr-defined]
-        return obj
+def encode(record: Any) -> bytes:
+    """msgpack bytes of a record (a dataclass of builtins)."""
+    # Fields hold only builtins (no nested dataclasses), so a shallow dict packs to the same
+    # bytes as dataclasses.asdict, without its deep copy (5x faster for a million patches).
+    return msgpack.packb({n: getattr(record, n) for n in _field_names(type(record))}, use_bin_type=True)
 
 
-@dataclass
-class VideoRecord(Record):
-    """One source video. ``sha`` is the content hash (hex) that keys all of its records."""
-
-    sha: str
-    path: str
-    status: str  # "done" | "failed"
-    frames: int = 0  # frames decoded (the decoder is read until it stops)
-    declared_frames: int = 0  # frames the container declares (0: unknown); may differ from `frames`
-    fps: float = 0.0
-    width: int = 0
-    height: int = 0
-    backend: str = ""  # reader that decoded it: "decord" | "opencv"
-    n_tracks: int = 0
-    n_patches: int = 0
-    n_pairs: int = 0
-    seconds: float = 0.0  # wall time of the harvest
-    error: str = ""  # readable cause when status == "failed"
-    error_kind: str = ""  # short machine-readable class, e.g. "no_video_stream"
-    crashes: int = 0  # times a harvest worker process died on it ("crashed"; retried once)
-    # A file name that is not valid UTF-8 is kept exactly here; ``path`` then shows it with
-    # \xNN escapes (msgpack and JSON need valid UTF-8). See trackemb/fsnames.py.
-    path_bytes: bytes = b""
-    also_at: list[str] = field(default_factory=list)  # other paths with identical content
-    # Yield: how the harvest looked for movers and what it threw away (stores before these
-    # fields read them as the defaults).
-    motion_path: str = ""  # "flow" (sparse flow, camera compensated) | "background" (fixed camera)
-    camera_px: float = 0.0  # median camera motion per frame in the probe (working px; -1: unknown)
-    analysed: int = 0  # frames on which motion discovery ran
-    rejected: dict[str, int] = field(default_factory=dict)  # rule -> analysed frames it rejected
-    candidates: int = 0  # tracks followed before the track filters
-    warning: str = ""  # e.g. visible motion but 0 tracks, naming the rule
-
-    def __post_init__(self) -> None:
-        if not fsnames.is_utf8(self.path):
-            self.path_bytes, self.path = fsnames.exact_bytes(self.path), fsnames.display(self.path)
-
-    @property
-    def fs_path(self) -> str:
-        """The path as the file system knows it (exact, also for non-UTF-8 names)."""
-        return fsnames.from_stored(self.path, self.path_bytes)
-
-    def yield_columns(self) -> dict[str, Any]:
-        """The per-video yield fields of harvest summaries (``--json``) and ``inspect``."""
-        return {
-            "frames": self.frames,
-            "declared_frames": self.declared_frames,
-            "motion": self.motion_path,
-            "analysed": self.analysed,
-            "rejected": dict(self.rejected),
-            "candidates": self.candidates,
-            "warning": self.warning,
-        }
-
-
-def frames_text(row: dict[str, Any]) -> str:
-    """``decoded/declared`` frames of a summary row ("?" where the container declares none)."""
-    return f"{row.get('frames', 0)}/{row.get('declared_frames') or '?'}"
-
-
-# Short labels of the rules for narrow tables (the JSON keeps the full names).
-_RULE_LABEL = {"camera_motion": "camera", "too_little_motion": "no motion", "no_seeds": "no seeds"}
-
-
-def rejected_text(row: dict[str, Any]) -> str:
-    """Frames rejected per rule of a summary row, e.g. ``camera 3, no motion 40`` ("-" for none)."""
-    counts = sorted((row.get("rejected") or {}).items())
-    return ", ".join(f"{_RULE_LABEL.get(k, k)} {v}" for k, v in counts if v) or "-"
+def decode(cls: type[R], blob: bytes) -> R:
+    """The ``cls`` record packed in ``blob``; fields this code does not know are ignored."""
+    data: dict[str, Any] = msgpack.unpackb(blob, raw=False)
+    known = _field_names(cls)
+    # Tuples come back as lists from msgpack; fields that need tuples are normalised here.
+    obj = cls(**{k: v for k, v in data.items() if k in known})
+    if hasattr(obj, "box") and isinstance(obj.box, list):
+        obj.box = tuple(obj.box)  # type: ignore[attr-defined]
+    if hasattr(obj, "boxes"):
+        obj.boxes = [tuple(b) for b in obj.boxes]  # type: ignore[attr-defined]
+    return obj
 
 
 @dataclass
-class TrackRecord(Record):
-    video_sha: str
-    track_id: int
-    start_frame: int
-    end_frame: int
-    frames: list[int] = field(default_factory=list)
-    boxes: list[Box] = field(default_factory=list)
-    end_reason: str = ""  # "length" | "fb_error" | "left_frame" | "lost_points" | "scale" | "video_end"
-    # Ids of this video's tracks that co-occur with this one while staying apart (valid
-    # in-video negatives, tracking/cooccur.py). None: not recorded (a schema-1 store);
-    # readers then derive it from frames and boxes with the same rule.
-    apart: list[int] | None = None
-
-
-@dataclass
-class PatchRecord(Record):
-    """Index record of one patch; the JPEG bytes are stored under the same key elsewhere."""
-
-    key: str
-    video_sha: str
-    track_id: int
-    frame: int
-    box: Box
-    role: str  # "first" | "last" | "inner"
-
-
-@dataclass
-class PairRecord(Record):
-    """Positive pair: two patches of the same track (first and last by default)."""
-
-    anchor: str
-    positive: str
-    video_sha: str
-    track_id: int
-
-
-@dataclass
-class TripletRecord(Record):
+class TripletRecord:
     """Harvested candidate triplet; ``negative`` always comes from another video."""
 
     anchor: str
@@ -161,41 +67,3 @@ class TripletRecord(Record):
     negative: str
     anchor_video: str
     negative_video: str
-
-
-def patch_key(video_sha: str, track_id: int, frame: int) -> str:
-    """Deterministic patch key: the same video, config and track give the same key on every run."""
-    return f"{video_sha[:16]}/{track_id:06d}/{frame:06d}"
-
-
-@dataclass
-class VideoHarvest:
-    """Everything harvested from one video, written to the store in one transaction."""
-
-    video: VideoRecord
-    tracks: list[TrackRecord] = field(default_factory=list)
-    patches: list[PatchRecord] = field(default_factory=list)
-    jpegs: dict[str, bytes] = field(default_factory=dict)  # patch key -> JPEG bytes
-    pairs: list[PairRecord] = field(default_factory=list)
-
-    def problems(self) -> list[str]:
-        """Inconsistencies that would corrupt the store (empty when the harvest is sound)."""
-        sha = self.video.sha
-        keys = {p.key for p in self.patches}
-        found = []
-        if len(sha) < 16:
-            found.append(f"video sha {sha!r} is shorter than 16 characters")
-        if len(keys) != len(self.patches):
-            found.append("duplicate patch keys")
-        for p in self.patches:
-            if p.video_sha != sha or p.key != patch_key(sha, p.track_id, p.frame):
-                found.append(f"patch {p.key!r} is not from this video or its key is not patch_key(...)")
-            elif not self.jpegs.get(p.key):
-                found.append(f"patch {p.key!r} has no JPEG bytes")
-        found += [
-            f"track {t.track_id} has video_sha {t.video_sha!r}" for t in self.tracks if t.video_sha != sha
-        ]
-        for pair in self.pairs:
-            if pair.anchor not in keys or pair.positive not in keys or pair.video_sha != sha:
-                found.append(f"pair {pair.anchor!r} -> {pair.positive!r} refers to patches not in this video")
-        return found

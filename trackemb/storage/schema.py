@@ -42,6 +42,7 @@ from trackemb.atomic import write_text
 from trackemb.config.file import fingerprint
 from trackemb.errors import StoreError
 from trackemb.storage.records import PairRecord, TrackRecord
+from trackemb.tracking.results import SHA16  # the patch keys' video prefix, which every per-video key shares
 
 SCHEMA_VERSION = 2
 # Versions this code reads. 1 -> 2 added ``TrackRecord.apart`` (co-occurring tracks that stay
@@ -67,7 +68,6 @@ MAX_DBS = 16
 # Reader slots live in lock.mdb and are sized by whoever creates it; DDP ranks x DataLoader
 # workers can exceed LMDB's default of 126.
 MAX_READERS = 1024
-SHA16 = 16
 # Human-readable mirror of the meta record, so a shard writer can check the root's config
 # without opening the root's LMDB environment (which its own process may hold as writer).
 META_JSON = "meta.json"

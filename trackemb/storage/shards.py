@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trackemb.errors import MissingKeyError, StoreError
-from trackemb.storage import schema
+from trackemb.storage import records, schema
 from trackemb.storage.env import StorePart, open_part, read_meta, scan
-from trackemb.storage.records import PairRecord, PatchRecord, Record, TrackRecord, TripletRecord, VideoRecord
+from trackemb.storage.records import PairRecord, PatchRecord, TrackRecord, TripletRecord, VideoRecord
 from trackemb.storage.schema import DONE, JPEGS, PAIRS, PATCHES, TRACKS, TRIPLETS, VIDEOS
 
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-R = TypeVar("R", bound=Record)
+R = TypeVar("R")
 
 
 def shard_dir(root: str | Path, name: str) -> Path:
@@ -65,7 +65,7 @@ def owned_videos(parts: list[StorePart]) -> dict[str, tuple[int, VideoRecord]]:
     for i, part in enumerate(parts):
         with part.read() as txn:
             for _, blob in txn.cursor(db=part.dbs[VIDEOS]):
-                rec = VideoRecord.from_bytes(blob)
+                rec = records.decode(VideoRecord, blob)
                 have = owned.get(rec.sha)
                 if have is None or (have[1].status != "done" and rec.status == "done"):
                     owned[rec.sha] = (i, rec)
@@ -96,7 +96,7 @@ def read_records(
     prefix: bytes = b"",
 ) -> list[R]:
     """Records of per-video table ``db`` from the part owning each video, in key order."""
-    return [cls.from_bytes(blob) for _, blob in _owned_entries(parts, owned, db, prefix, values=True)]
+    return [records.decode(cls, blob) for _, blob in _owned_entries(parts, owned, db, prefix, values=True)]
 
 
 def read_keys(parts: list[StorePart], owned: dict[str, tuple[int, VideoRecord]], db: str) -> list[bytes]:
@@ -152,7 +152,7 @@ class StoreView:
             if root.name:
                 return []
             with root.read() as txn:
-                return [TripletRecord.from_bytes(v) for _, v in txn.cursor(db=root.dbs[TRIPLETS])]
+                return [records.decode(TripletRecord, v) for _, v in txn.cursor(db=root.dbs[TRIPLETS])]
 
     def get_jpeg(self, key: str) -> bytes:
         """Raw JPEG bytes of one patch (:meth:`get_jpegs` reads a batch faster).

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from trackemb.errors import StoreError
-from trackemb.storage import paths, schema, triplets
+from trackemb.storage import paths, records, schema, triplets
 from trackemb.storage.env import StorePart, open_part, open_writer_part, read_meta, scan, write_error
 from trackemb.storage.lock import WriterLock
 from trackemb.storage.records import VideoHarvest, VideoRecord
@@ -193,15 +193,15 @@ class PatchStore(StoreView):
         for name in (TRACKS, PATCHES, JPEGS, PAIRS):
             for key in list(scan(txn, db[name], prefix, values=False)):
                 txn.delete(key, db=db[name])
-        txn.put(schema.video_key(video.sha), video.to_bytes(), db=db[VIDEOS])
+        txn.put(schema.video_key(video.sha), records.encode(video), db=db[VIDEOS])
         for track in harvest.tracks:
-            txn.put(schema.track_key(track), track.to_bytes(), db=db[TRACKS])
+            txn.put(schema.track_key(track), records.encode(track), db=db[TRACKS])
         for patch in harvest.patches:
             key = schema.patch_db_key(patch.key)
-            txn.put(key, patch.to_bytes(), db=db[PATCHES])
+            txn.put(key, records.encode(patch), db=db[PATCHES])
             txn.put(key, harvest.jpegs[patch.key], db=db[JPEGS])
         for pair in harvest.pairs:
-            txn.put(schema.pair_key(pair), pair.to_bytes(), db=db[PAIRS])
+            txn.put(schema.pair_key(pair), records.encode(pair), db=db[PAIRS])
         counts = {"tracks": video.n_tracks, "patches": video.n_patches, "pairs": video.n_pairs}
         txn.put(schema.done_key(video.sha), schema.pack(counts), db=db[DONE])
         paths.store_path(txn, db, video.path, video.sha)  # also drops the path's stale failure records
@@ -215,7 +215,7 @@ class PatchStore(StoreView):
                 return
             failed = replace(record, status="failed")
             paths.store_path(txn, self._own.dbs, record.path, record.sha)
-            txn.put(schema.video_key(record.sha), failed.to_bytes(), db=self._own.dbs[VIDEOS])
+            txn.put(schema.video_key(record.sha), records.encode(failed), db=self._own.dbs[VIDEOS])
 
         self._write(write, f"failure record of {record.sha} ({record.path})")
 

@@ -23,7 +23,7 @@ import lmdb
 import numpy as np
 
 from trackemb.errors import StoreError
-from trackemb.storage import schema
+from trackemb.storage import records, schema
 from trackemb.storage.env import StorePart, scan
 from trackemb.storage.records import PairRecord, TripletRecord
 from trackemb.storage.schema import DONE, PAIRS, PATCHES, TRIPLETS, TRIPSTATE
@@ -112,7 +112,7 @@ def plan(parts: list[StorePart], per_pair: int, seed: int) -> Plan | None:
             continue  # built; or nothing to build from; or still no other video to contrast with
         with parts[owners[i]].read() as txn:
             blobs = [v for _, v in scan(txn, parts[owners[i]].dbs[PAIRS], schema.video_prefix(sha))]
-        pairs = [PairRecord.from_bytes(b) for b in blobs]
+        pairs = [records.decode(PairRecord, b) for b in blobs]
         if others <= 0 or not pairs:
             out.add[sha] = ([], others, len(pairs))
             continue
@@ -146,7 +146,7 @@ def apply(txn: lmdb.Transaction, dbs: dict[str, Any], plan: Plan) -> int:
         txn.delete(sha.encode(), db=state)
     for sha, (triplets, others, pairs) in plan.add.items():
         for n, triplet in enumerate(triplets):
-            txn.put(schema.triplet_key(sha, n), triplet.to_bytes(), db=trips)
+            txn.put(schema.triplet_key(sha, n), records.encode(triplet), db=trips)
         txn.put(sha.encode(), schema.pack({"n": len(triplets), "others": others, "pairs": pairs}), db=state)
     txnids = {**plan.txnids, "": txn.id()}
     txn.put(PARAMS_KEY, schema.pack({**plan.params, "txnids": txnids}), db=state)

@@ -16,7 +16,7 @@ from typing import Any
 import lmdb
 
 from trackemb import fsnames
-from trackemb.storage import schema
+from trackemb.storage import records, schema
 from trackemb.storage.env import scan
 from trackemb.storage.records import TripletRecord, VideoRecord
 from trackemb.storage.schema import DONE, JPEGS, PAIRS, PATCHES, TRACKS, TRIPLETS, TRIPSTATE, VIDEOS
@@ -29,11 +29,11 @@ def add_path(txn: lmdb.Transaction, dbs: dict[str, Any], sha: str, path: str) ->
     blob = txn.get(schema.video_key(sha), db=dbs[VIDEOS])
     if blob is None:
         return False
-    rec = VideoRecord.from_bytes(blob)
+    rec = records.decode(VideoRecord, blob)
     shown = fsnames.display(path)
     if shown != rec.path and shown not in rec.also_at:
         rec = replace(rec, also_at=sorted([*rec.also_at, shown]))
-        txn.put(schema.video_key(sha), rec.to_bytes(), db=dbs[VIDEOS])
+        txn.put(schema.video_key(sha), records.encode(rec), db=dbs[VIDEOS])
     return True
 
 
@@ -50,7 +50,7 @@ def drop_video(txn: lmdb.Transaction, dbs: dict[str, Any], sha: str) -> bool:
     for name in (TRACKS, PATCHES, JPEGS, PAIRS):
         for key in list(scan(txn, dbs[name], prefix, values=False)):
             txn.delete(key, db=dbs[name])
-    triplets = (TripletRecord.from_bytes(v) for _, v in scan(txn, dbs[TRIPLETS]))
+    triplets = (records.decode(TripletRecord, v) for _, v in scan(txn, dbs[TRIPLETS]))
     stale = {t.anchor_video for t in triplets if sha in (t.anchor_video, t.negative_video)}
     for anchor in stale:
         for key in list(scan(txn, dbs[TRIPLETS], schema.video_prefix(anchor), values=False)):

@@ -7,8 +7,8 @@ from trackemb.tracking.decode import (
     VideoInfo,
     open_video,
     to_work_gray,
-    video_sha,
 )
+from trackemb.tracking.files import check_file, find_videos, probe_file, video_sha
 from trackemb.tracking.harvest import harvest_video
 from trackemb.tracking.motion import (
     MotionResult,
@@ -41,12 +41,15 @@ __all__ = [
     "WorkFrame",
     "build_tracker",
     "check_complete",
+    "check_file",
+    "find_videos",
     "find_moving_regions",
     "harvest_video",
     "iter_frames",
     "make_work_frame",
     "object_points",
     "open_video",
+    "probe_file",
     "to_work_gray",
     "update_trackers",
     "video_sha",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from trackemb.storage.records import Box
+from trackemb.tracking.results import Box
 
 
 def square_box(box: Box, context_frac: float) -> tuple[int, int, int]:

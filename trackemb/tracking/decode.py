@@ -7,7 +7,6 @@ resolution, reading sequentially (no per-frame random seeks), honouring ``frame_
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from trackemb.config import DecodeConfig
 from trackemb.errors import VideoDecodeError
+from trackemb.tracking.files import check_file
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,6 @@ def _wanted_indices(info: VideoInfo, cfg: DecodeConfig, start: int) -> range:
     stop = info.frames if cfg.max_frames is None else min(info.frames, cfg.max_frames)
     first = start + (-start) % cfg.frame_stride  # next index on the stride grid
     return range(first, stop, cfg.frame_stride)
-
-
-def check_file(path: str | Path) -> None:
-    """Raise :class:`VideoDecodeError` for inputs that no reader could open (missing, empty, unreadable)."""
-    p = Path(path)
-    if not p.exists():
-        raise VideoDecodeError(str(p), "file does not exist", "missing_file")
-    if not p.is_file():
-        raise VideoDecodeError(str(p), "not a regular file", "not_a_file")
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(16)
-    except PermissionError as exc:
-        raise VideoDecodeError(
-            str(p), f"cannot read file ({exc.strerror}); check permissions", "unreadable"
-        ) from exc
-    if not head:
-        raise VideoDecodeError(str(p), "file is empty (0 bytes)", "empty_file")
 
 
 def _open_failure(path: str, cause: str) -> VideoDecodeError:
@@ -222,21 +204,3 @@ def to_work_gray(bgr: np.ndarray, long_side_px: int) -> tuple[np.ndarray, float]
             gray = cv2.pyrDown(gray)
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     return gray, scale
-
-
-def video_sha(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of the file content, read in chunks so large videos are not loaded whole.
-
-    Raises:
-        VideoDecodeError: the file is missing or unreadable.
-    """
-    if not Path(path).is_file():
-        raise VideoDecodeError(str(path), "file does not exist", "missing_file")
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk_bytes):
-                digest.update(block)
-    except OSError as exc:
-        raise VideoDecodeError(str(path), f"cannot read file ({exc.strerror})", "unreadable") from exc
-    return digest.hexdigest()

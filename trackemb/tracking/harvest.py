@@ -19,9 +19,8 @@ import numpy as np
 
 from trackemb.config import HarvestConfig
 from trackemb.errors import VideoDecodeError
-from trackemb.storage.records import VideoHarvest, VideoRecord
 from trackemb.tracking.background import BackgroundModel, background_pass
-from trackemb.tracking.decode import video_sha
+from trackemb.tracking.files import video_sha
 from trackemb.tracking.motion import (
     WorkFrame,
     find_moving_regions,
@@ -31,6 +30,7 @@ from trackemb.tracking.motion import (
 )
 from trackemb.tracking.prefetch import Prefetch
 from trackemb.tracking.probe import Probe, probe_video
+from trackemb.tracking.results import VideoHarvest, VideoRecord
 from trackemb.tracking.stream import check_complete, iter_frames
 from trackemb.tracking.tracker import build_tracker, update_trackers
 from trackemb.tracking.tracks import (

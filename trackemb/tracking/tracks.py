@@ -1,4 +1,4 @@
-"""Tracks under construction -> stored records: patches cut as a track grows, filters, pairs.
+"""Tracks under construction -> harvest records: patches cut as a track grows, filters, pairs.
 
 Shared by both motion paths (sparse flow + median flow, and background subtraction + blob
 association): each hands over per-frame full-resolution boxes, this module cuts the patches
@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 
 from trackemb.config import HarvestConfig
-from trackemb.storage.records import (
+from trackemb.tracking.cooccur import apart_tracks
+from trackemb.tracking.crops import blur_var, crop_patch, encode_jpeg, pair_change
+from trackemb.tracking.motion import WorkBox
+from trackemb.tracking.results import (
     Box,
     PairRecord,
     PatchRecord,
@@ -23,9 +26,6 @@ from trackemb.storage.records import (
     VideoRecord,
     patch_key,
 )
-from trackemb.tracking.cooccur import apart_tracks
-from trackemb.tracking.crops import blur_var, crop_patch, encode_jpeg, pair_change
-from trackemb.tracking.motion import WorkBox
 
 
 @dataclass

@@ -16,7 +16,7 @@ from trackemb import fsnames
 from trackemb.storage.records import VideoRecord, frames_text, rejected_text
 
 if TYPE_CHECKING:
-    from trackemb.ingest import HarvestOutcome
+    from trackemb.tracking.outcome import HarvestOutcome
 
 # Columns of the table view, in order: (row key, header, right-aligned).
 COLUMNS: list[tuple[str, str, bool]] = [

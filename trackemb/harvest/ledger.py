@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 from trackemb import fsnames
 from trackemb.errors import TrackembError
-from trackemb.ingest import HarvestOutcome, content_sha, retry_transient
 from trackemb.storage import versions
 from trackemb.storage.store import PatchStore
+from trackemb.tracking.files import content_sha, retry_transient
+from trackemb.tracking.outcome import HarvestOutcome
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,12 @@
-"""Harvest one video into a store outcome, turning bad input into a readable error record.
+"""The file probe: everything about one video path before (and besides) decoding it.
 
-This is the plain-Python glue between ``tracking`` (video -> records) and ``storage``
-(records -> LMDB) that both the CLI and the Prefect flows call. It never raises for bad
-input: a broken file becomes a ``failed`` VideoRecord naming the file and the cause.
-Only errors that may pass on a retry (flaky network mounts, busy files) are raised, as
-``TransientIOError``, so an orchestrator can retry exactly those.
+One route for a path: :func:`probe_file` says why it cannot be read as a video file at all
+(missing, broken or looping symlink, not a regular file, permission, empty), with one set of
+error kinds (:class:`trackemb.errors.ErrorKind`); :func:`content_sha` keys it by content;
+:func:`mp4_truncation` catches an MP4/MOV cut short before a decoder half-reads it. Errors a
+retry may fix (flaky network mounts, busy files) are raised as ``TransientIOError``, so an
+orchestrator can retry exactly those. The frame readers (decode.py) call :func:`check_file`,
+which raises the same kinds as a :class:`VideoDecodeError`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from trackemb import fsnames
-from trackemb.config import HarvestConfig
 from trackemb.errors import TransientIOError, VideoDecodeError
-from trackemb.storage.records import VideoHarvest, VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +34,6 @@ TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ES
 # Waits before each in-process retry of a transient read; the orchestrator then retries the task.
 RETRY_DELAYS_S: tuple[float, ...] = (0.2, 1.0)
 T = TypeVar("T")
-
-
-@dataclass
-class HarvestOutcome:
-    """``duplicate``: same content as ``duplicate_of``, harvested once under that path (harvest_run.py)."""
-
-    status: Literal["done", "failed", "skipped", "duplicate"]
-    path: str
-    sha: str
-    harvest: VideoHarvest | None = None
-    record: VideoRecord | None = None
-    duplicate_of: str = ""
 
 
 def retry_transient(fn: Callable[[], T], path: str | Path) -> T:
@@ -104,18 +91,7 @@ def unreadable_key(path: str | Path) -> str:
     return "path-" + hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:40]
 
 
-def failure_record(path: str | Path, sha: str, kind: str, cause: str, seconds: float = 0.0) -> VideoRecord:
-    return VideoRecord(
-        sha=sha,
-        path=str(path),
-        status="failed",
-        error=f"{fsnames.display(path)}: {cause}",
-        error_kind=kind,
-        seconds=seconds,
-    )
-
-
-def _os_error_kind(exc: OSError) -> tuple[str, str]:
+def os_error_kind(exc: OSError) -> tuple[str, str]:
     if isinstance(exc, PermissionError):
         return (
             "permission_denied",
@@ -159,7 +135,7 @@ def probe_file(path: str | Path) -> tuple[str, str] | None:
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientIOError(f"{p}: {exc}") from exc
-        return _os_error_kind(exc)
+        return os_error_kind(exc)
     if not stat.S_ISREG(st.st_mode):
         what = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
         return "not_a_file", f"not a regular file but a {what}; only regular files are read"
@@ -169,7 +145,7 @@ def probe_file(path: str | Path) -> tuple[str, str] | None:
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientIOError(f"{p}: {exc}") from exc
-        return _os_error_kind(exc)
+        return os_error_kind(exc)
     if st.st_size == 0:
         return "empty_file", "file is empty (0 bytes)"
     return None
@@ -222,53 +198,27 @@ def mp4_truncation(path: str | Path) -> str | None:
     return None
 
 
-def harvest_one(path: str | Path, cfg: HarvestConfig, done: set[str] | None = None) -> HarvestOutcome:
-    """Hash, skip if done, else harvest one video; bad input becomes a failed outcome.
-
-    Args:
-        path: the video file.
-        cfg: harvest settings.
-        done: content hashes already stored; a match is skipped without decoding.
+def check_file(path: str | Path) -> None:
+    """Raise for inputs no reader could open, with :func:`probe_file`'s kind and cause.
 
     Raises:
-        TransientIOError: a retryable I/O error (the caller may retry the call).
+        VideoDecodeError: missing, a broken link, not a regular file, unreadable or empty.
+        TransientIOError: a retryable I/O error.
     """
-    from trackemb.tracking.harvest import harvest_video
-
-    path = Path(path)
-    start = time.perf_counter()
-
-    def failed(sha: str, kind: str, cause: str) -> HarvestOutcome:
-        rec = failure_record(path, sha, kind, cause, round(time.perf_counter() - start, 3))
-        return HarvestOutcome("failed", str(path), sha, record=rec)
-
-    problem = retry_transient(lambda: probe_file(path), path)
+    problem = probe_file(path)
     if problem is not None:
-        # No content to hash (and all empty files share one hash): key the error by path.
-        return failed(unreadable_key(path), *problem)
+        raise VideoDecodeError(str(path), problem[1], problem[0])
+
+
+def video_sha(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """:func:`content_sha` for a readable video file.
+
+    Raises:
+        VideoDecodeError: the file is missing or unreadable (with :func:`probe_file`'s kind).
+    """
+    check_file(path)
     try:
-        sha = retry_transient(lambda: content_sha(path), path)
+        return content_sha(path, chunk_bytes)
     except OSError as exc:
-        return failed(unreadable_key(path), *_os_error_kind(exc))
-    if done is not None and sha in done:
-        return HarvestOutcome("skipped", str(path), sha)
-    try:
-        truncated = retry_transient(lambda: mp4_truncation(path), path)
-        if truncated:
-            return failed(sha, "truncated", truncated)
-        # Native decoders crash on non-UTF-8 names: they read a UTF-8 alias of the file.
-        with fsnames.decodable(path) as readable:
-            harvest = retry_transient(lambda: harvest_video(readable, cfg, sha=sha), path)
-        harvest.video = replace(harvest.video, path=str(path))
-    except TransientIOError:
-        raise  # still failing after the retries here: the orchestrator retries the whole task
-    except VideoDecodeError as exc:
-        return failed(sha, exc.kind, exc.cause)
-    except OSError as exc:
-        return failed(sha, *_os_error_kind(exc))
-    except MemoryError:
-        return failed(sha, "out_of_memory", "ran out of memory while decoding")
-    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a run; keep the cause for the user
-        log.exception("unexpected error harvesting %s", fsnames.display(path))
-        return failed(sha, "internal_error", f"{type(exc).__name__}: {exc}")
-    return HarvestOutcome("done", str(path), sha, harvest=harvest, record=harvest.video)
+        kind, cause = os_error_kind(exc)
+        raise VideoDecodeError(str(path), cause, kind) from exc

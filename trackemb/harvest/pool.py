@@ -29,7 +29,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from trackemb.config import HarvestConfig
-from trackemb.ingest import HarvestOutcome, failure_record, harvest_one, unreadable_key
+from trackemb.tracking.files import unreadable_key
+from trackemb.tracking.outcome import HarvestOutcome, failure_record, harvest_one
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def crash_outcome(path: str, exitcode: int | None, how: str = "") -> HarvestOutc
         exitcode: the worker's ``Process.exitcode`` (negative: the signal that killed it).
         how: what happened, when the exit code is not known (e.g. Dask gave up on the task).
     """
-    from trackemb.tracking.decode import video_sha
+    from trackemb.tracking.files import video_sha
 
     try:
         sha = video_sha(path)
