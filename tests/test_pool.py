@@ -69,13 +69,13 @@ def test_pool_reports_the_signal_and_replaces_the_worker(
 def test_a_dask_killed_worker_is_recorded_as_crashed(videos: Path) -> None:
     from distributed.scheduler import KilledWorker
 
-    from trackemb.flows.harvest import _resolve
+    from trackemb.harvest.folder import resolve
 
     class Gone:  # what a Dask future does after the scheduler gave up on a task
         def result(self) -> None:
             raise KilledWorker("harvest-task", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
 
-    outcome = _resolve(str(videos / "a.mp4"), Gone())
+    outcome = resolve(str(videos / "a.mp4"), Gone())
     assert outcome.status == "failed" and outcome.record.error_kind == "crashed"
     assert "Dask worker" in outcome.record.error and len(outcome.sha) == 64
 

@@ -123,7 +123,8 @@ def build_deployments(
     if retrain_policy == "never":
         return deployments
     try:
-        from trackemb.flows.pipeline import pipeline_flow, pipeline_layout
+        from trackemb.flows.pipeline import pipeline_flow
+        from trackemb.flows.runs import pipeline_layout
     except ImportError:
         if retrain_policy == "on_new_videos":
             raise

@@ -18,19 +18,19 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from trackemb import fsnames
 from trackemb.config import HarvestConfig
 from trackemb.errors import HarvestFailedError, TransientIOError
 from trackemb.flows import progress
-from trackemb.harvest.ledger import RunLedger, split_duplicates, split_settled
-from trackemb.harvest.pool import CRASH_RETRIES, HarvestPool, count_crash, crash_outcome, default_workers
-from trackemb.harvest.summary import build_summary, summary_markdown
-from trackemb.storage.store import PatchStore, open_reader
-from trackemb.tracking.files import find_videos, unreadable_key
-from trackemb.tracking.outcome import HarvestOutcome, failure_record, harvest_one
+from trackemb.harvest import ledger
+from trackemb.harvest.folder import Batch, harvest_folder
+from trackemb.harvest.pool import HarvestPool, default_workers
+from trackemb.harvest.summary import summary_markdown
+from trackemb.storage.store import PatchStore
+from trackemb.tracking.files import find_videos
+from trackemb.tracking.outcome import HarvestOutcome, harvest_one
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,9 @@ def harvest_to_shard_task(path: str, cfg: HarvestConfig, done: set[str], store: 
         with PatchStore.open_shard(
             store, name, harvest_config=cfg.model_dump(mode="json"), lock_timeout_s=60
         ) as shard:
-            _commit(shard, outcome)
+            ledger.store_outcome(shard, outcome)
     outcome.harvest = None
     return outcome
-
-
-def _commit(store: PatchStore, outcome: HarvestOutcome) -> None:
-    if outcome.status == "done" and outcome.harvest is not None:
-        store.put_video(outcome.harvest)
-    elif outcome.status == "failed" and outcome.record is not None:
-        store.put_failure(outcome.record)
 
 
 # Each task only waits for its worker process: one thread per worker of the largest default pool.
@@ -115,78 +108,27 @@ def harvest_flow(
     """
     logger = get_run_logger()
     found = [str(p) for p in find_videos(video_dir, pattern)]
-    ready, settling = split_settled(found, settle_s)
-    paths, duplicates = split_duplicates(ready)  # identical content is harvested once
     logger.info("found %d video files under %s", len(found), fsnames.display(video_dir))
-    if settling:
-        logger.info("%d file(s) changed in the last %.0f s; left for a later run", len(settling), settle_s)
-    harvest_cfg = config.model_dump(mode="json")
-    outcomes: list[HarvestOutcome] = []
-    report = progress.reporter("harvest videos")
-    with PatchStore.open(store, harvest_config=harvest_cfg, lock_timeout_s=lock_timeout_s) as writer:
-        before = {v.sha: v for v in writer.videos()}
-        done = {sha for sha, v in before.items() if v.status == "done"}
-        crashes = {
-            sha: v.crashes for sha, v in before.items() if v.error_kind == "crashed" and v.status == "failed"
-        }
-        gave_up = {sha for sha, n in crashes.items() if n > CRASH_RETRIES}  # crashed again on its retry
-        n_workers = default_workers() if workers is None else workers
-        ledger = RunLedger(writer)
+    pools: set[str] = set()
+
+    def submit(path: str, batch: Batch) -> Any:
         if shards:
-            futures = [(p, harvest_to_shard_task.submit(p, config, done, store)) for p in paths]
-            wait([f for _, f in futures])
-            for p, f in futures:
-                outcome = _resolve(p, f)
-                outcomes.append(ledger.commit(count_crash(outcome, crashes.get(outcome.sha, 0))))
-        else:
-            pool = HarvestPool(n_workers, config, done | gave_up) if n_workers > 0 else None
-            pool_key = f"{os.getpid()}-{id(pool)}"
-            if pool is not None:
-                _POOLS[pool_key] = pool
-            # A bounded window of submitted videos: each finished one is committed (and freed)
-            # in submission order, so memory stays flat however many videos the folder holds.
-            window = max(4, 2 * n_workers)
-            pending: list[tuple[str, Any]] = []
-            pairs_added = 0
+            return harvest_to_shard_task.submit(path, config, batch.done, store)
+        if batch.pool is None:
+            return harvest_video_task.submit(path, config, batch.done)
+        key = f"{os.getpid()}-{id(batch.pool)}"
+        _POOLS[key] = batch.pool
+        pools.add(key)
+        return harvest_in_pool_task.submit(path, key)
 
-            def commit_oldest() -> None:
-                nonlocal pairs_added
-                outcome = _resolve(*pending.pop(0))
-                if outcome.status == "skipped" and outcome.sha in gave_up:
-                    outcome = HarvestOutcome("failed", outcome.path, outcome.sha, record=before[outcome.sha])
-                else:
-                    outcome = ledger.commit(count_crash(outcome, crashes.get(outcome.sha, 0)))
-                outcome.harvest = None
-                outcomes.append(outcome)
-                pairs_added += outcome.record.n_pairs if outcome.status == "done" and outcome.record else 0
-                if report:
-                    report(len(outcomes), len(paths), {"pairs": pairs_added})
-
-            try:
-                for path in paths:
-                    future = (
-                        harvest_in_pool_task.submit(path, pool_key)
-                        if pool is not None
-                        else harvest_video_task.submit(path, config, done)
-                    )
-                    pending.append((path, future))
-                    if len(pending) >= window:
-                        commit_oldest()
-                while pending:
-                    commit_oldest()
-            finally:
-                _POOLS.pop(pool_key, None)
-                if pool is not None:
-                    pool.close()
-        outcomes += [ledger.commit(d) for d in duplicates]
-        superseded = ledger.drop_superseded()
-        n_triplets = writer.build_triplets(per_pair=config.triplets_per_pair, seed=config.seed)
-    with open_reader(store) as reader:  # the whole store, shards and earlier runs included
-        with_pairs = sum(v.status == "done" and v.n_pairs > 0 for v in reader.videos())
-    summary = build_summary(
-        video_dir, store, outcomes, videos_total=len(found), triplets=n_triplets,
-        videos_with_pairs=with_pairs, settling=settling, superseded=superseded,
-    )  # fmt: skip
+    try:
+        summary = harvest_folder(
+            found, store, config, root=video_dir, submit=submit, workers=workers, shards=shards,
+            settle_s=settle_s, lock_timeout_s=lock_timeout_s, progress=progress.reporter("harvest videos"),
+        )  # fmt: skip
+    finally:
+        for key in pools:
+            _POOLS.pop(key, None)
     for row in summary["videos"]:
         if row["status"] == "failed":
             logger.warning("FAILED %s [%s]", row["error"], row["error_kind"])
@@ -197,17 +139,7 @@ def harvest_flow(
     )
     if strict and summary["failed"]:
         raise HarvestFailedError(
-            f"{summary['failed']} of {len(paths)} videos failed (strict mode); see the error records", summary
+            f"{summary['failed']} of {summary['videos_total']} videos failed (strict mode); see the error records",
+            summary,
         )
     return summary
-
-
-def _resolve(path: str, future: Any) -> HarvestOutcome:
-    """A task that failed even after retries becomes a failed outcome, never a lost run."""
-    try:
-        return future.result()
-    except Exception as exc:  # noqa: BLE001
-        if type(exc).__name__ == "KilledWorker":  # Dask: each worker that tried this video died on it
-            return crash_outcome(path, None, how=f"every Dask worker that tried it died: {exc}")
-        rec = failure_record(path, unreadable_key(path), "transient_io", f"gave up after retries: {exc}")
-        return HarvestOutcome("failed", path, rec.sha, record=rec)

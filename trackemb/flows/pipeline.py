@@ -15,15 +15,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from trackemb.config import ExportConfig, HarvestConfig, TrainConfig
 from trackemb.embedding.rundir import CKPT_NAME
+from trackemb.flows import runs
 from trackemb.flows.export import export_flow
 from trackemb.flows.harvest import harvest_flow
-from trackemb.flows.runs import finished, mark_finished, store_state, work_key
 from trackemb.flows.train import train_flow
-
-
-def pipeline_layout(out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir)
-    return {"store": out / "patches.lmdb", "runs": out / "runs", "export": out / "export"}
 
 
 @flow(name="trackemb-pipeline", log_prints=False)
@@ -41,40 +36,41 @@ def pipeline_flow(
     ``settle_s``: files changed more recently are left for a later run (watch mode).
     """
     logger = get_run_logger()
-    paths = pipeline_layout(out_dir)
+    paths = runs.pipeline_layout(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     harvest_summary = harvest_flow(video_dir, str(paths["store"]), harvest, strict=strict, settle_s=settle_s)
 
-    train_key = work_key(train, store_state(paths["store"]))
-    run_dir = paths["runs"] / train_key
-    train_result = finished(run_dir, train_key)
+    training = runs.training_work(paths, train)
+    train_result = training.done
     if train_result is None:
         train_result = train_flow(
-            str(paths["store"]), str(run_dir), train, resume=(run_dir / CKPT_NAME).exists()
+            str(paths["store"]), str(training.out_dir), train, resume=(training.out_dir / CKPT_NAME).exists()
         )
         if train_result.get("stopped"):  # Ctrl-C / SIGTERM: keep the checkpoint, export nothing
             logger.warning("training stopped at step %s; re-run to continue", train_result.get("step"))
             return {
                 "store": str(paths["store"]),
-                "run_dir": str(run_dir),
+                "run_dir": str(training.out_dir),
                 "train": train_result,
                 "stopped": True,
             }
-        mark_finished(run_dir, train_key, train_result)
+        runs.mark_finished(training.out_dir, training.key, train_result)
     else:
-        logger.info("training %s already finished for this store state and config; skipping", run_dir)
+        logger.info(
+            "training %s already finished for this store state and config; skipping", training.out_dir
+        )
 
-    export_key = work_key(export, train_key)
-    export_result = finished(paths["export"], export_key)
+    exporting = runs.export_work(paths, export, training)
+    export_result = exporting.done
     if export_result is None:
-        export_result = export_flow(str(run_dir), str(paths["export"]), str(paths["store"]), export)
-        mark_finished(paths["export"], export_key, export_result)
+        export_result = export_flow(str(training.out_dir), str(paths["export"]), str(paths["store"]), export)
+        runs.mark_finished(paths["export"], exporting.key, export_result)
     else:
         logger.info("export %s is up to date; skipping", paths["export"])
 
     result = {
         "store": str(paths["store"]),
-        "run_dir": str(run_dir),
+        "run_dir": str(training.out_dir),
         "export_dir": str(paths["export"]),
         "harvest": {k: harvest_summary[k] for k in ("done", "skipped", "failed", "pairs_added", "triplets")},
         "train": train_result,

@@ -90,6 +90,14 @@ def split_duplicates(paths: list[str]) -> tuple[list[str], list[HarvestOutcome]]
     return [p for p in paths if p not in duplicates], [duplicates[p] for p in paths if p in duplicates]
 
 
+def store_outcome(store: PatchStore, outcome: HarvestOutcome) -> None:
+    """Write a harvested video's records, or a failed one's error record, in one transaction."""
+    if outcome.status == "done" and outcome.harvest is not None:
+        store.put_video(outcome.harvest)
+    elif outcome.status == "failed" and outcome.record is not None:
+        store.put_failure(outcome.record)
+
+
 @dataclass
 class RunLedger:
     """Commits each outcome into ``store`` once per content hash, in the order given."""
@@ -117,10 +125,7 @@ class RunLedger:
                 return outcome
             if outcome.status == "skipped":
                 self._add_path(sha, path)  # a moved or copied file: remember where it is now
-        if outcome.status == "done" and outcome.harvest is not None:
-            self.store.put_video(outcome.harvest)
-        elif outcome.status == "failed" and outcome.record is not None:
-            self.store.put_failure(outcome.record)
+        store_outcome(self.store, outcome)
         return outcome
 
     def _add_path(self, sha: str, path: str) -> None:
