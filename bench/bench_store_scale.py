@@ -33,15 +33,9 @@ import cv2
 import numpy as np
 
 from bench.common import REPO, BenchResult, med
+from bench.synthetic_store import video_harvest
 from trackemb.storage import records
-from trackemb.storage.records import (
-    PairRecord,
-    PatchRecord,
-    TrackRecord,
-    VideoHarvest,
-    VideoRecord,
-    patch_key,
-)
+from trackemb.storage.records import VideoHarvest, VideoRecord
 from trackemb.storage.store import PatchStore
 
 COMMIT_TARGET = 1 / 1.5
@@ -52,15 +46,8 @@ _JPEG = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes()
 def harvest(i: int, tracks: int, tag: str = "v") -> VideoHarvest:
     """Video ``i``: ``tracks`` tracks of 2 patches (first, last) and one pair each."""
     sha = hashlib.sha256(f"{tag}-{i}".encode()).hexdigest()
-    h = VideoHarvest(VideoRecord(sha=sha, path=f"/bench/{tag}/{i}.mp4", status="done", frames=100, fps=25.0))
-    for t in range(tracks):
-        keys = [patch_key(sha, t, f) for f in (2 * t, 2 * t + 24)]
-        h.tracks.append(TrackRecord(sha, t, 2 * t, 2 * t + 24, [2 * t, 2 * t + 24], [(0, 0, 16, 16)] * 2))
-        for key, f, role in zip(keys, (2 * t, 2 * t + 24), ("first", "last"), strict=True):
-            h.patches.append(PatchRecord(key, sha, t, f, (0.0, 0.0, 16.0, 16.0), role))
-            h.jpegs[key] = _JPEG
-        h.pairs.append(PairRecord(keys[0], keys[1], sha, t))
-    return h
+    patches = [[(f, (0.0, 0.0, 16.0, 16.0), _JPEG) for f in (2 * t, 2 * t + 24)] for t in range(tracks)]
+    return video_harvest(sha, f"/bench/{tag}/{i}.mp4", patches, frames=100, fps=25.0)
 
 
 def fill(store: PatchStore, start: int, stop: int, tracks: int, tag: str = "v") -> None:

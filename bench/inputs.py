@@ -116,14 +116,7 @@ def build_patch_store(
     """
     import hashlib
 
-    from trackemb.storage.records import (
-        PairRecord,
-        PatchRecord,
-        TrackRecord,
-        VideoHarvest,
-        VideoRecord,
-        patch_key,
-    )
+    from bench.synthetic_store import video_harvest
     from trackemb.storage.store import PatchStore
     from trackemb.tracking.crops import encode_jpeg
 
@@ -135,22 +128,16 @@ def build_patch_store(
         it = iter(crops)
         for v in range(n_videos):
             sha = hashlib.sha256(f"bench-video-{seed}-{v}".encode()).hexdigest()
-            harvest = VideoHarvest(
-                video=VideoRecord(sha=sha, path=f"bench/{v}.mp4", status="done", frames=100)
-            )
+            tracks = []
             for t in range(per_video):
                 pair = [next(it, None), next(it, None)]
                 if pair[1] is None:
                     break
-                frames = [t, t + 30]
-                harvest.tracks.append(TrackRecord(sha, t, frames[0], frames[1], frames, [box, box], "length"))
-                keys = [patch_key(sha, t, f) for f in frames]
-                for key, frame, role, img in zip(keys, frames, ("first", "last"), pair, strict=True):
-                    harvest.patches.append(PatchRecord(key, sha, t, frame, box, role))
-                    harvest.jpegs[key] = encode_jpeg(img, quality)
-                harvest.pairs.append(PairRecord(keys[0], keys[1], sha, t))
-            if harvest.patches:
-                store.put_video(harvest)
+                tracks.append(
+                    [(f, box, encode_jpeg(img, quality)) for f, img in zip((t, t + 30), pair, strict=True)]
+                )
+            if tracks:
+                store.put_video(video_harvest(sha, f"bench/{v}.mp4", tracks, frames=100))
     return path
 
 

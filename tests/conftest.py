@@ -18,9 +18,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py and friends importable as modules
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py and friends importable as modules
+sys.path.insert(1, str(REPO))  # and `bench` (its synthetic store builder is shared with the tests)
 SAMPLE_VIDEOS = REPO / "examples" / "videos"
 
 

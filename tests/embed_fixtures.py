@@ -8,16 +8,9 @@ import cv2
 import numpy as np
 import torch
 
+from bench.synthetic_store import video_harvest
 from trackemb.config import HarvestConfig, TrainConfig
 from trackemb.embedding.model import build_encoder
-from trackemb.storage.records import (
-    PairRecord,
-    PatchRecord,
-    TrackRecord,
-    VideoHarvest,
-    VideoRecord,
-    patch_key,
-)
 
 # Distinct BGR base colours; a track's identity is its colour plus a stripe pattern.
 PALETTE = [(40, 40, 220), (40, 200, 40), (220, 60, 40), (30, 200, 220), (200, 40, 200), (220, 220, 220)]
@@ -78,34 +71,25 @@ def make_store(
     with PatchStore.open(str(path), harvest_config=hcfg.model_dump(mode="json")) as store:
         for v in range(n_videos):
             sha = f"{v:02d}" * 32
-            harvest = VideoHarvest(
-                video=VideoRecord(
-                    sha=sha,
-                    path=f"/videos/v{v}.mp4",
-                    status="done",
-                    frames=100,
-                    fps=10.0,
-                    width=320,
-                    height=240,
-                    backend="opencv",
-                )
-            )
+            tracks = []
             for t in range(tracks_per_video):
-                frames = [10 * t + 5 * i for i in range(patches_per_track)]
-                boxes = [(float(10 + i), float(20 + t), 30.0, 40.0) for i in range(patches_per_track)]
-                harvest.tracks.append(TrackRecord(sha, t, frames[0], frames[-1], frames, boxes, "length"))
-                keys = []
-                for i, (frame, box) in enumerate(zip(frames, boxes, strict=True)):
-                    key = patch_key(sha, t, frame)
-                    role = "first" if i == 0 else "last" if i == patches_per_track - 1 else "inner"
-                    harvest.patches.append(PatchRecord(key, sha, t, frame, box, role))
+                patches = []
+                for i in range(patches_per_track):
                     ok, jpg = cv2.imencode(".jpg", track_patch(identity_of(v, t), i, patch_px, rng))
                     assert ok
-                    harvest.jpegs[key] = jpg.tobytes()
-                    keys.append(key)
-                harvest.pairs.append(PairRecord(keys[0], keys[-1], sha, t))
-            harvest.video.n_tracks = len(harvest.tracks)
-            harvest.video.n_patches = len(harvest.patches)
-            harvest.video.n_pairs = len(harvest.pairs)
+                    patches.append(
+                        (10 * t + 5 * i, (float(10 + i), float(20 + t), 30.0, 40.0), jpg.tobytes())
+                    )
+                tracks.append(patches)
+            harvest = video_harvest(
+                sha,
+                f"/videos/v{v}.mp4",
+                tracks,
+                frames=100,
+                fps=10.0,
+                width=320,
+                height=240,
+                backend="opencv",
+            )
             store.put_video(harvest)
     return path

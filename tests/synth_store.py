@@ -16,14 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from trackemb.storage.records import (
-    PairRecord,
-    PatchRecord,
-    TrackRecord,
-    VideoHarvest,
-    VideoRecord,
-    patch_key,
-)
+from bench.synthetic_store import video_harvest
+from trackemb.storage.records import VideoHarvest
 
 
 def _pattern(rng: np.random.Generator, px: int) -> np.ndarray:
@@ -71,41 +65,21 @@ def synthetic_harvest(
     """One synthetic video's records; pairs are (first, last) plus consecutive inner patches."""
     rng = np.random.default_rng([seed, video_index])
     sha = hashlib.sha256(f"synthetic-video-{seed}-{video_index}".encode()).hexdigest()
-    video = VideoRecord(
-        sha=sha,
-        path=f"synthetic/{video_index}.mp4",
-        status="done",
-        frames=100,
-        fps=10.0,
-        width=320,
-        height=240,
-        backend="synthetic",
-    )
-    harvest = VideoHarvest(video=video)
+    tracks_patches = []
     for t in range(tracks):
         pattern, colors = _pattern(rng, patch_px), rng.uniform(40, 215, size=(2, 3))
-        frames = [t * 3 + 10 * i for i in range(patches_per_track)]
         box = (10.0, 10.0, float(patch_px), float(patch_px))
-        harvest.tracks.append(
-            TrackRecord(sha, t, frames[0], frames[-1], frames, [box] * len(frames), "length")
-        )
-        keys = []
-        for i, frame in enumerate(frames):
-            key = patch_key(sha, t, frame)
-            role = "first" if i == 0 else "last" if i == len(frames) - 1 else "inner"
-            harvest.patches.append(PatchRecord(key, sha, t, frame, box, role))
-            ok, jpeg = cv2.imencode(
-                ".jpg",
-                _view(pattern, colors, rng, color_shift, pattern_change),
-                [cv2.IMWRITE_JPEG_QUALITY, 90],
-            )
+        patches = []
+        for i in range(patches_per_track):
+            view = _view(pattern, colors, rng, color_shift, pattern_change)
+            ok, jpeg = cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 90])
             assert ok
-            harvest.jpegs[key] = jpeg.tobytes()
-            keys.append(key)
-        pairs = [(keys[0], keys[-1])] + list(zip(keys[:-2], keys[1:-1], strict=True))
-        harvest.pairs += [PairRecord(a, p, sha, t) for a, p in pairs]
-    video.n_tracks, video.n_patches, video.n_pairs = tracks, len(harvest.patches), len(harvest.pairs)
-    return harvest
+            patches.append((t * 3 + 10 * i, box, jpeg.tobytes()))
+        tracks_patches.append(patches)
+    return video_harvest(
+        sha, f"synthetic/{video_index}.mp4", tracks_patches, chain=True,
+        frames=100, fps=10.0, width=320, height=240, backend="synthetic",
+    )  # fmt: skip
 
 
 def build_synthetic_store(

@@ -43,15 +43,9 @@ def export(
         preflight.readable_store(store)
     target = out_dir or run_dir / "export"
     preflight.output_dir(target)
-    from trackemb.embedding.export import export_encoder
+    from trackemb.embedding.export import export_run
 
-    summary = None
-    if store:
-        from trackemb.storage.store import open_reader
-
-        with open_reader(store) as reader:
-            summary = reader.stats()
-    print_files(export_encoder(run_dir, target, cfg, store_summary=summary), "exported")
+    print_files(export_run(run_dir, target, cfg, store), "exported")
 
 
 @app.command()

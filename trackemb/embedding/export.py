@@ -234,6 +234,19 @@ def export_encoder(
     return out_dir
 
 
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, cfg: ExportConfig, store: str | Path | None = None
+) -> Path:
+    """:func:`export_encoder`, with the model card's training data summarised from ``store`` if given."""
+    summary = None
+    if store:
+        from trackemb.storage.store import open_reader
+
+        with open_reader(store) as reader:
+            summary = reader.stats()
+    return export_encoder(run_dir, out_dir, cfg, store_summary=summary)
+
+
 def load_encoder(path: str | Path) -> nn.Module:
     """Rebuild a trainable encoder from an export directory.
 

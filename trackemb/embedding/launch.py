@@ -1,22 +1,25 @@
 """``python -m trackemb.embedding.train`` / ``torchrun ... -m trackemb.embedding.train``: a thin launcher.
 
-It parses a few flags and calls the same :func:`trackemb.embedding.train.train` the CLI calls.
+It parses a few flags and calls the same :func:`trackemb.embedding.train.train` the CLI calls
+(train.py passes it in, so this module does not import train.py back).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from trackemb.config import ConfigError, TrainConfig, load_config
 from trackemb.embedding import stop
-from trackemb.embedding.train import train
 
 log = logging.getLogger("trackemb.embedding.train")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m trackemb.embedding.train`` / ``torchrun ... -m trackemb.embedding.train`` entry point."""
+def main(argv: list[str] | None, train: Callable[..., Any]) -> None:
+    """``python -m trackemb.embedding.train`` / ``torchrun ... -m trackemb.embedding.train`` entry point:
+    parses ``argv`` and runs ``train`` (:func:`trackemb.embedding.train.train`)."""
     parser = argparse.ArgumentParser(description="Train the trackemb encoder on a PatchStore.")
     parser.add_argument("--store", required=True, help="PatchStore directory written by `trackemb harvest`.")
     parser.add_argument("--run-dir", required=True, help="Output directory (ckpt.pt, config.json, tb/).")

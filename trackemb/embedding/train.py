@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m trackemb.embedding.train`` / torchrun target: parses flags, calls the same train() as the CLI."""
     from trackemb.embedding.launch import main as launch
 
-    launch(argv)
+    launch(argv, train)
 
 
 if __name__ == "__main__":

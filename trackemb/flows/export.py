@@ -14,15 +14,9 @@ from trackemb.flows import progress
 
 @task(task_run_name="export {run_dir}")
 def export_task(run_dir: str, out_dir: str, cfg: ExportConfig, store: str | None) -> str:
-    from trackemb.embedding.export import export_encoder
+    from trackemb.embedding.export import export_run
 
-    summary = None
-    if store:
-        from trackemb.storage.store import open_reader
-
-        with open_reader(store) as reader:
-            summary = reader.stats()
-    return str(export_encoder(run_dir, out_dir, cfg, store_summary=summary))
+    return str(export_run(run_dir, out_dir, cfg, store))
 
 
 @task(task_run_name="embed {store}")

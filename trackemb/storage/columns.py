@@ -11,8 +11,9 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
+from trackemb.storage.parts import owned_videos
 from trackemb.storage.schema import SHA16, TRIPLETS
-from trackemb.storage.shards import StoreView, owned_videos
+from trackemb.storage.shards import StoreView
 
 PATCH_KEY_LEN = 30  # len("<sha16>/<track:06d>/<frame:06d>")
 

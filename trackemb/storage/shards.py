@@ -25,9 +25,11 @@ from typing import Any, TypeVar
 
 from trackemb.errors import MissingKeyError, StoreError
 from trackemb.storage import records, schema
-from trackemb.storage.env import StorePart, open_part, read_meta, scan
+from trackemb.storage.env import StorePart, open_part, read_meta
+from trackemb.storage.parts import owned_videos, read_records
 from trackemb.storage.records import PairRecord, PatchRecord, TrackRecord, TripletRecord, VideoRecord
-from trackemb.storage.schema import DONE, JPEGS, PAIRS, PATCHES, TRACKS, TRIPLETS, VIDEOS
+from trackemb.storage.schema import DONE, JPEGS, PAIRS, PATCHES, TRACKS, TRIPLETS
+from trackemb.storage.stats import collect_stats
 
 log = logging.getLogger(__name__)
 
@@ -57,51 +59,6 @@ def part_dirs(root: str | Path) -> list[tuple[str, Path]]:
         # created (by a worker starting right now) has nothing to read yet and is left out.
         found += [(p.name, p) for p in sorted(shards.iterdir()) if (p / schema.META_JSON).exists()]
     return found
-
-
-def owned_videos(parts: list[StorePart]) -> dict[str, tuple[int, VideoRecord]]:
-    """``sha -> (part index, record)``: the part whose records of a video are the ones read."""
-    owned: dict[str, tuple[int, VideoRecord]] = {}
-    for i, part in enumerate(parts):
-        with part.read() as txn:
-            for _, blob in txn.cursor(db=part.dbs[VIDEOS]):
-                rec = records.decode(VideoRecord, blob)
-                have = owned.get(rec.sha)
-                if have is None or (have[1].status != "done" and rec.status == "done"):
-                    owned[rec.sha] = (i, rec)
-    return owned
-
-
-def _owned_entries(
-    parts: list[StorePart], owned: dict[str, tuple[int, VideoRecord]], db: str, prefix: bytes, values: bool
-) -> list[Any]:
-    owner = {sha[: schema.SHA16]: i for sha, (i, _) in owned.items()}
-    found: list[Any] = []
-    for i, part in enumerate(parts):
-        with part.read() as txn:
-            for entry in scan(txn, part.dbs[db], prefix, values):
-                key = entry[0] if values else entry
-                if owner.get(schema.sha16_of_key(key)) == i:
-                    found.append(entry)
-    if len(parts) > 1:
-        found.sort(key=(lambda kv: kv[0]) if values else None)
-    return found
-
-
-def read_records(
-    parts: list[StorePart],
-    owned: dict[str, tuple[int, VideoRecord]],
-    db: str,
-    cls: type[R],
-    prefix: bytes = b"",
-) -> list[R]:
-    """Records of per-video table ``db`` from the part owning each video, in key order."""
-    return [records.decode(cls, blob) for _, blob in _owned_entries(parts, owned, db, prefix, values=True)]
-
-
-def read_keys(parts: list[StorePart], owned: dict[str, tuple[int, VideoRecord]], db: str) -> list[bytes]:
-    """Keys only (no decoding) of per-video table ``db``, as :func:`read_records` would select them."""
-    return _owned_entries(parts, owned, db, b"", values=False)
 
 
 class StoreView:
@@ -203,9 +160,7 @@ class StoreView:
         return meta
 
     def stats(self) -> dict[str, Any]:
-        """Counts for humans and reports: see :func:`trackemb.storage.inspect.collect_stats`."""
-        from trackemb.storage.inspect import collect_stats
-
+        """Counts for humans and reports: see :func:`trackemb.storage.stats.collect_stats`."""
         with self._parts() as parts:
             return collect_stats(self.path, parts)
 
