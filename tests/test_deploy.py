@@ -25,7 +25,8 @@ import pytest
 import yaml
 from synthetic import write_synthetic_video
 
-from trackemb.flows.deploy import HARVEST_DEPLOYMENT, LocalServer, build_deployments, local_server
+from trackemb.flows.deploy import HARVEST_DEPLOYMENT, build_deployments
+from trackemb.flows.server import LocalServer, local_server
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "prefect.yaml"

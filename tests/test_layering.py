@@ -152,13 +152,14 @@ def test_no_import_cycles() -> None:
     assert not cycles, f"modules that import each other (directly or round a loop): {cycles}"
 
 
-def test_the_cycle_check_sees_a_cycle(tmp_path: Path) -> None:
+def test_the_graph_reads_real_imports() -> None:
     """The graph is built from real imports: a deferred import back to an importer is an edge."""
     graph = _graph()
     assert "trackemb.embedding.launch" in graph["trackemb.embedding.train"]
     assert "trackemb.storage.stats" in graph["trackemb.storage.shards"]
     assert "trackemb.embedding.data" not in graph["trackemb.embedding.sampler"]  # TYPE_CHECKING only
-    assert "trackemb.storage" not in graph["trackemb.storage.shards"]  # `from trackemb.storage import records`
+    # `from trackemb.storage import records` names the module, not the package:
+    assert "trackemb.storage" not in graph["trackemb.storage.shards"]
 
 
 @pytest.mark.parametrize("package", LIBRARY)
