@@ -14,7 +14,7 @@ import pytest
 from test_store import CFG, REPO, make_harvest, writer_process
 
 from trackemb.errors import StoreError, StoreLockedError
-from trackemb.storage import PatchStore, StoreReader, VideoHarvest, open_reader
+from trackemb.storage import PatchStore, StoreReader, VideoHarvest, open_reader, patch_key
 
 SECOND_WRITER = """
 import sys, time
@@ -80,10 +80,7 @@ def test_reader_sees_whole_videos_while_a_writer_writes(tmp_path: Path) -> None:
             assert len(tracks) == video.n_tracks and video.n_pairs == video.n_tracks
             for track in tracks:
                 for frame in track.frames:
-                    assert (
-                        reader.get_jpeg(f"{video.sha[:16]}/{track.track_id:06d}/{frame:06d}")[:2]
-                        == b"\xff\xd8"
-                    )
+                    assert reader.get_jpeg(patch_key(video.sha, track.track_id, frame))[:2] == b"\xff\xd8"
         if not running:
             break
     assert proc.returncode == 0

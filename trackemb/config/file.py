@@ -132,16 +132,7 @@ def load_stage(
     section: str | None = None,
     allow_top_level: bool = False,
 ) -> C:
-    """Build ``cls`` from an optional TOML file plus dotted-key overrides (None values are ignored).
-
-    Args:
-        cls: the stage model, e.g. ``HarvestConfig``.
-        toml_path: a TOML file; if ``section`` is given, only that table is used (``[harvest]``),
-            but every table in the file is checked.
-        overrides: ``{"track.track_len_frames": 20}``-style values, typically from CLI flags.
-        tables: the tables a file may hold, each with its model.
-        section: table name within the TOML file.
-        allow_top_level: the file may instead hold ``cls``'s keys at its top level (no tables).
+    """:func:`trackemb.config.load_config` for any set of ``tables`` (each table name with its model).
 
     Raises:
         ConfigError: unreadable TOML, an unknown table or key (with the nearest valid name),
