@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trackemb.config import TrainConfig
-from trackemb.embedding.augment import aug_strength, augment_batch, to_input
+from trackemb.embedding.augment import BOX_SIDE_FRAC, aug_strength, augment_batch, swap_backgrounds, to_input
 from trackemb.embedding.data import (
     PairBatchDataset,
     PairBatchSampler,
@@ -114,6 +114,36 @@ def test_augmentation_strength_follows_the_curriculum():
     assert torch.equal(strong, augment_batch(images, 1.0, 32, seed=1))
     assert not torch.equal(strong, augment_batch(images, 1.0, 32, seed=2))
     assert float((strong - plain).abs().mean()) > float((weak - plain).abs().mean())
+
+
+def test_background_swap_keeps_the_box_and_takes_another_patch_s_context():
+    # Every image one flat colour: after the swap, the centre (the tracked box) keeps its own
+    # colour and the border shows another image's colour, never its own.
+    b, px = 8, 64
+    colours = torch.linspace(0.05, 0.95, b)
+    x = colours.view(b, 1, 1, 1).expand(b, 3, px, px).clone()
+    out = swap_backgrounds(x, 1.0, torch.Generator().manual_seed(0))
+    inner = int(px * BOX_SIDE_FRAC / 2) - 4  # half-side of the box, less the feathered edge
+    centre = out[:, :, px // 2 - inner : px // 2 + inner, px // 2 - inner : px // 2 + inner]
+    assert torch.allclose(centre, x[:, :, : 2 * inner, : 2 * inner])
+    corner = out[:, 0, 0, 0]
+    assert not torch.isclose(corner, colours).any()
+    assert all(bool(torch.isclose(c, colours).any()) for c in corner)  # some other image's colour
+    assert torch.equal(swap_backgrounds(x, 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_background_and_geometry_augmentations_are_seeded_and_off_by_default():
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(16, 3, 40, 40, generator=gen) * 255).to(torch.uint8)
+    plain = augment_batch(images, 1.0, 32, seed=3)
+    assert torch.equal(plain, augment_batch(images, 1.0, 32, seed=3, background=0.0, geometry=0.0))
+    both = augment_batch(images, 1.0, 32, seed=3, background=1.0, geometry=1.0)
+    assert torch.equal(both, augment_batch(images, 1.0, 32, seed=3, background=1.0, geometry=1.0))
+    assert both.shape == plain.shape and not torch.equal(both, plain)
+    assert 0.0 <= float(both.min()) and float(both.max()) <= 1.0
+    # Strength 0 still only resizes, whatever the shares.
+    assert torch.equal(augment_batch(images, 0.0, 32, seed=3, background=1.0, geometry=1.0),
+                       to_input(images, 32))  # fmt: skip
 
 
 # ---------------------------------------------------------------- store-backed

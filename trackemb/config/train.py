@@ -82,6 +82,19 @@ class TrainConfig(StageConfig):
         description="Share of the colour augmentations (saturation, hue, grayscale) kept at a given strength; "
         "colour is the main cue for matching one object, so removing it can hurt retrieval.",
     )
+    aug_background: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of patches (at full strength) whose context around the tracked box is swapped for "
+        "another patch's, so surroundings stop being a cue for matching.",
+    )
+    aug_geometry: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of patches (at full strength) rotated by up to 30 degrees, and share blurred.",
+    )
     aug_ramp_frac: float = Field(
         0.5,
         gt=0,

@@ -26,6 +26,10 @@ _YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
 )
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+# The harvest adds 20 % of the box's long side as context on each edge (HarvestConfig.context_frac),
+# so the box spans 1 / 1.4 of the patch side; the mask's edge is feathered over 6 % of the side.
+BOX_SIDE_FRAC = 1.0 / 1.4
+_FEATHER = 0.06
 
 
 def aug_strength(step: int, cfg: TrainConfig) -> float:
@@ -73,8 +77,64 @@ def _erase_masks(b: int, px: int, s: float, gen: torch.Generator) -> Tensor:
     return (inside & (u[:, 4] < 0.5 * s).view(-1, 1, 1)).unsqueeze(1)
 
 
+def swap_backgrounds(x: Tensor, share: float, gen: torch.Generator, labels: Tensor | None = None) -> Tensor:
+    """Paste the centre of a ``share`` of the images onto another image of the batch.
+
+    The centre is where the harvest put the tracked box (``BOX_SIDE_FRAC`` of the patch side);
+    the rest is context, which a track keeps and another video changes. Without this, matching
+    the surroundings is enough to tell a track's patches from other videos' patches, and the
+    encoder learns scenes instead of objects. The mask's edge is feathered so the seam is no cue.
+
+    Args:
+        x: (B, 3, px, px) float images. gen: the batch's generator.
+        labels: (B,) track labels; when given, an image never takes the context of its own track.
+    """
+    b, _, px, _ = x.shape
+    chosen = torch.rand(b, generator=gen) < share
+    # Each image takes a random other image's context: the highest random score among the allowed.
+    allowed = ~torch.eye(b, dtype=torch.bool)
+    if labels is not None:
+        allowed &= labels.view(-1, 1).cpu() != labels.view(1, -1).cpu()
+    chosen &= allowed.any(1)
+    if not bool(chosen.any()):
+        return x
+    donor = torch.rand(b, b, generator=gen).masked_fill(~allowed, -1.0).argmax(1).to(x.device)
+    centred = (torch.arange(px, dtype=torch.float32, device=x.device) + 0.5) / px - 0.5  # [-0.5, 0.5]
+    ramp = ((BOX_SIDE_FRAC / 2 - centred.abs()) / _FEATHER + 0.5).clamp(0.0, 1.0)
+    mask = ramp[:, None] * ramp[None, :]
+    swapped = mask * x + (1.0 - mask) * x[donor]
+    return torch.where(chosen.to(x.device).view(b, 1, 1, 1), swapped, x)
+
+
+def _rotate_blur(x: Tensor, share: float, gen: torch.Generator) -> Tensor:
+    """Rotate a ``share`` of the images by up to 30 degrees and blur a ``share`` (sigma up to 1.5 px
+    at 64 px): objects turn and go out of focus between two sightings far more than within a
+    one-second track, and the exported encoder should not care."""
+    b, _, px, _ = x.shape
+    u = torch.rand(b, 3, generator=gen)
+    angle = torch.where(u[:, 0] < share, (2 * u[:, 1] - 1) * math.radians(30.0), torch.zeros(b))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1
+    )
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+    blur = u[:, 2] < share
+    if bool(blur.any()):
+        sigma = 0.3 + 1.2 * float(torch.rand(1, generator=gen)) * px / 64
+        kernel = 2 * math.ceil(2 * sigma) + 1
+        x = torch.where(blur.view(b, 1, 1, 1), TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma]), x)
+    return x
+
+
 def augment_batch(
-    images: Tensor | Sequence[Tensor], strength: float, out_px: int, seed: int, color: float = 1.0
+    images: Tensor | Sequence[Tensor],
+    strength: float,
+    out_px: int,
+    seed: int,
+    color: float = 1.0,
+    background: float = 0.0,
+    geometry: float = 0.0,
 ) -> Tensor:
     """Augment each image independently.
 
@@ -84,6 +144,8 @@ def augment_batch(
         out_px: output side.
         seed: the batch's seed; equal seeds give equal outputs.
         color: scales the colour-changing part (saturation, hue, grayscale); 0 keeps colours.
+        background: share of images (at strength 1) whose context is swapped for another's.
+        geometry: share of images (at strength 1) rotated, and share blurred.
 
     Returns:
         (B, 3, out_px, out_px) float32 in [0, 1].
@@ -101,6 +163,9 @@ def augment_batch(
 
     flip = torch.rand(b, generator=gen) < 0.5 * s
     x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    x = swap_backgrounds(x, background * s, gen)
+    if geometry > 0:
+        x = _rotate_blur(x, geometry * s, gen)
     jitter = torch.rand(b, generator=gen) < 0.8
 
     def factor(spread: float) -> Tensor:  # per image, (B, 1, 1, 1), identity when not jittered
