@@ -138,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--configs", type=Path, nargs="+", required=True, help="trackemb TOML files")
     ab.add_argument("--names", nargs="+", required=True, help="one short name per config")
     ab.add_argument("--runs", type=Path, default=Path("runs/ablate"), help="one <name>-<hash>/ per config")
+    ab.add_argument("--results", type=Path, default=None, help="rows JSON (default bench/results/quality.json)")
     for p in (ev, rn, ab):
         p.add_argument("--bootstrap", type=int, default=1000, help="resamples for R@1/MAP@R (NMI, rank: 100)")
     return parser
@@ -176,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bench.quality_runs import RESULTS, ablate, ablation_table
 
-            rows = ablate(args.store, args.configs, args.names, runs=args.runs, n_boot=args.bootstrap)
+            results = args.results or RESULTS
+            rows = ablate(
+                args.store, args.configs, args.names, runs=args.runs, results=results, n_boot=args.bootstrap
+            )
             print(ablation_table(rows))
-            print(f"\nwritten: {RESULTS}, {RESULTS.with_suffix('.md')}")
+            print(f"\nwritten: {results}, {results.with_suffix('.md')}")
     except (CorpusError, OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

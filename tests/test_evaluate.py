@@ -129,8 +129,13 @@ def test_evaluate_run_on_held_out_videos(tmp_path):
     assert "**Verdict: the trained encoder is no better than random_init and raw_pixels (R@1 1.000 vs " in md
     assert "9 query patches, 3 tracks, 1 video." in md
     assert f"Held-out set: `v{unseen[0]}.mp4`." in md
-    for metric in ("R@1", "R@5", "MAP@R", "NMI"):
+    for metric in ("R@1", "R@5", "MAP@R", "NMI", "ctx_MAP@R"):
         assert f"- **{metric}**: " in md
+    # Each track is one flat colour, box and context alike: with the context swapped for
+    # another track's, raw pixels still find the own track (the centre keeps its colour) but
+    # no longer perfectly, since most of the patch now shows another track.
+    ctx = report["methods"]["raw_pixels"]["ctx_MAP@R"]
+    assert 0.0 < ctx < report["methods"]["raw_pixels"]["MAP@R"]
 
 
 def test_evaluate_run_without_held_out_videos_says_so(tmp_path):

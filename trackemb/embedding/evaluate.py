@@ -25,7 +25,7 @@ from trackemb.errors import TrackembError
 log = logging.getLogger(__name__)
 
 RAW_PIXELS_PX = 16  # 16 x 16 x 3 = 768 dims: small enough that noise does not dominate distances
-METRIC_NAMES = ("R@1", "R@5", "MAP@R", "NMI", "eff_rank")
+METRIC_NAMES = ("R@1", "R@5", "MAP@R", "NMI", "eff_rank", "ctx_R@1", "ctx_MAP@R")
 
 
 def _chance_r1(labels: np.ndarray) -> float:
@@ -33,6 +33,23 @@ def _chance_r1(labels: np.ndarray) -> float:
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     per = counts[inverse] - 1
     return float(np.mean(per[per > 0] / (len(labels) - 1)))
+
+
+def _embed_swapped(encode, dataset, labels: np.ndarray, device: torch.device, batch: int) -> np.ndarray:  # noqa: ANN001
+    """Every patch with its context swapped for another held-out track's (as validation does)."""
+    import torch.nn.functional as F
+
+    from trackemb.embedding.augment import swap_backgrounds
+
+    out = []
+    for start in range(0, len(dataset), batch):
+        rows = list(range(start, min(start + batch, len(dataset))))
+        images = torch.stack([img for img, _ in dataset.__getitems__(rows)])
+        gen = torch.Generator().manual_seed(start)
+        images = swap_backgrounds(images, 1.0, gen, labels=torch.as_tensor(labels[rows]))
+        with torch.no_grad():
+            out.append(F.normalize(encode(images.to(device)).float(), dim=1).cpu())
+    return torch.cat(out).numpy()
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -70,7 +87,7 @@ def evaluate_run(
     Raises:
         TrackembError: no held-out track with two or more patches to query.
     """
-    from trackemb.embedding.data import load_index, split_groups
+    from trackemb.embedding.data import PatchDataset, load_index, split_groups
     from trackemb.embedding.distributed import resolve_device
     from trackemb.embedding.embed import embed_keys
     from trackemb.embedding.export import encoder_from_checkpoint
@@ -131,6 +148,11 @@ def evaluate_run(
         for name, (encode, px) in encoders.items():
             emb = embed_keys(encode, reader, keys, input_px=px, batch_size=batch_size, device=dev)
             methods[name] = retrieval_metrics(emb, labels, seed=seed) | {"eff_rank": effective_rank(emb)}
+            patches = PatchDataset(reader, index.keys[rows], px)
+            ctx = retrieval_metrics(
+                _embed_swapped(encode, patches, labels, dev, batch_size), labels, nmi=False
+            )
+            methods[name] |= {"ctx_R@1": ctx["R@1"], "ctx_MAP@R": ctx["MAP@R"]}
             log.info("%s: %s", name, {m: round(methods[name][m], 3) for m in METRIC_NAMES})
 
     report: dict[str, Any] = {

@@ -20,6 +20,8 @@ DEFINITIONS = {
     "R@5": "share of query patches with a patch of their own track among their 5 nearest",
     "MAP@R": "mean average precision over the R nearest patches, R = how many other patches the track has",
     "NMI": "agreement of k-means clusters (one per track) with the tracks: 0 none, 1 perfect",
+    "ctx_R@1": "R@1 with every patch's surroundings swapped for another track's: the object, not the scene",
+    "ctx_MAP@R": "MAP@R with every patch's surroundings swapped for another track's",
     "rank": "effective rank of the embeddings (RankMe): how many dimensions carry information",
 }
 _COUNTS = {"queries", "classes"}
