@@ -27,9 +27,8 @@ class MineConfig(StageConfig):
         "mean",
         description="Average the triplet loss over all mined triplets, or only over the active (non-zero) ones.",
     )
-    # NT-Xent kept more of held-out retrieval than the triplet loss with the same levers (README, Quality).
     loss: Literal["triplet", "ntxent"] = Field(
-        "ntxent",
+        "triplet",
         description="triplet: Wang & Gupta's margin loss on mined triplets. ntxent: InfoNCE over every "
         "same-track positive against every valid negative in the batch (more negatives per anchor).",
     )
@@ -52,7 +51,7 @@ class TrainConfig(StageConfig):
         "projection head, as SimCLR recommends), the head, or auto: the one with the better validation MAP@R.",
     )
     reg: Literal["none", "vicreg", "koleo"] = Field(
-        "vicreg",
+        "none",
         description="Spreading regulariser against dimensional collapse: vicreg (variance + covariance "
         "terms on the backbone features) or koleo (nearest-neighbour entropy of the head's embeddings).",
     )
