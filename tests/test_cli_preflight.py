@@ -163,7 +163,7 @@ def test_version_and_help_text(tmp_path: Path) -> None:
     }
     for cmd, text in helps.items():
         assert "{" not in text and "<bool>" not in text, f"{cmd} --help:\n{text}"
-    assert "VIDEO_DIR" in helps["harvest"] and "config default: 300" in helps["train"]
+    assert "VIDEO_DIR" in helps["harvest"] and "config default: 600" in helps["train"]
     assert "--no-onnx" in helps["export"]
     assert "[train] steps" in helps["pipeline"], helps["pipeline"]
     assert "k_min..k_max" in helps["cluster"] and "--k-min" not in helps["cluster"]
