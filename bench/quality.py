@@ -138,7 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--configs", type=Path, nargs="+", required=True, help="trackemb TOML files")
     ab.add_argument("--names", nargs="+", required=True, help="one short name per config")
     ab.add_argument("--runs", type=Path, default=Path("runs/ablate"), help="one <name>-<hash>/ per config")
-    ab.add_argument("--results", type=Path, default=None, help="rows JSON (default bench/results/quality.json)")
+    ab.add_argument(
+        "--results", type=Path, default=None, help="rows JSON (default bench/results/quality.json)"
+    )
     for p in (ev, rn, ab):
         p.add_argument("--bootstrap", type=int, default=1000, help="resamples for R@1/MAP@R (NMI, rank: 100)")
     return parser

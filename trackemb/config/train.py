@@ -120,7 +120,9 @@ class TrainConfig(StageConfig):
     val_min_tracks: int = Field(
         0, ge=0, description="Only split units with at least this many tracks may be held out for validation."
     )
-    val_every_steps: int = Field(50, ge=1, description="Validate (and keep the best checkpoint) every N steps.")
+    val_every_steps: int = Field(
+        50, ge=1, description="Validate (and keep the best checkpoint) every N steps."
+    )
     ckpt_every_steps: int = Field(50, ge=1)
     log_every_steps: int = Field(10, ge=1, description="Write training scalars every N steps.")
     collapse_window_steps: int = Field(

@@ -239,8 +239,13 @@ class PairBatchDataset(_LazyStore, Dataset[dict[str, Any]]):
         strength = aug_strength(spec.step, self.cfg)
         seed = int(np.random.SeedSequence([self.cfg.seed, spec.step, spec.rank]).generate_state(1)[0])
         images = augment_batch(
-            self._decode_rows(spec.rows), strength, self.cfg.input_px, seed, self.cfg.aug_color,
-            self.cfg.aug_background, self.cfg.aug_geometry,
+            self._decode_rows(spec.rows),
+            strength,
+            self.cfg.input_px,
+            seed,
+            self.cfg.aug_color,
+            self.cfg.aug_background,
+            self.cfg.aug_geometry,
         )
         return {
             "images": images,
