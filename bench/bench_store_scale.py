@@ -20,6 +20,7 @@ commits through ``put_video`` / ``put_failure``, one transaction each.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -37,6 +38,7 @@ from bench.synthetic_store import video_harvest
 from trackemb.storage import records
 from trackemb.storage.records import VideoHarvest, VideoRecord
 from trackemb.storage.store import PatchStore
+from trackemb.tracking.cooccur import apart_tracks
 
 COMMIT_TARGET = 1 / 1.5
 INDEX_SECONDS, INDEX_BYTES = 30.0, 1 << 30
@@ -44,10 +46,21 @@ _JPEG = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes()
 
 
 def harvest(i: int, tracks: int, tag: str = "v") -> VideoHarvest:
-    """Video ``i``: ``tracks`` tracks of 2 patches (first, last) and one pair each."""
+    """Video ``i``: ``tracks`` tracks of 2 patches (first, last) and one pair each.
+
+    Apart track pairs are recorded as the harvest records them (schema 2); without them every
+    ``load_index`` would derive them again, the path kept only for schema-1 stores.
+    """
     sha = hashlib.sha256(f"{tag}-{i}".encode()).hexdigest()
     patches = [[(f, (0.0, 0.0, 16.0, 16.0), _JPEG) for f in (2 * t, 2 * t + 24)] for t in range(tracks)]
-    return video_harvest(sha, f"/bench/{tag}/{i}.mp4", patches, frames=100, fps=25.0)
+    h = video_harvest(sha, f"/bench/{tag}/{i}.mp4", patches, frames=100, fps=25.0)
+    apart = _apart(tuple((t.track_id, tuple(t.frames), tuple(map(tuple, t.boxes))) for t in h.tracks))
+    return replace(h, tracks=[replace(t, apart=apart.get(t.track_id, [])) for t in h.tracks])
+
+
+@functools.lru_cache(maxsize=8)
+def _apart(tracks: tuple) -> dict[int, list[int]]:  # every bench video has the same track layout
+    return apart_tracks(tracks)
 
 
 def fill(store: PatchStore, start: int, stop: int, tracks: int, tag: str = "v") -> None:
