@@ -237,5 +237,6 @@ def update_trackers(trackers: Sequence[Tracker], frame: WorkFrame) -> list[Track
             end = start + len(pts)
             steps[k] = trackers[k].accept(frame, pts, new_pts[start:end], fb[start:end])  # type: ignore[attr-defined]
             start = end
-    assert all(s is not None for s in steps)
+    if missing := [k for k, s in enumerate(steps) if s is None]:
+        raise RuntimeError(f"trackers {missing} were neither batched nor updated on frame {frame.index}")
     return steps  # type: ignore[return-value]
