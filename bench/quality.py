@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.corpus import corpus_dir, fetch, load_manifest
 from bench.corpus_io import CorpusError
-from bench.quality_metrics import exclude_near_frames, exclude_same_video, score
+from bench.quality_metrics import exclude_near_frames, exclude_same_video, paired_delta, score
 from bench.quality_sets import (
     MIN_GAP,
     EvalSet,
@@ -86,20 +86,26 @@ def evaluate(
         s = real_set(root) if kind == "real" else labelled_set(root, clips, seed)
         log(f"[quality] {s.name}: {len(s.jpegs)} patches, {len(np.unique(s.labels))} groups")
         methods: dict[str, Any] = {}
+        embs: dict[str, np.ndarray] = {}
         excl = _excludes(s, kind)
         for name, (encode, px) in encs.items():
-            emb = embed_set(encode, s.jpegs, px)
-            methods[name] = score(emb, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed)
+            embs[name] = embed_set(encode, s.jpegs, px)
             if name == "raw_pixels" and pca:
-                pcs = pca_pixels(emb)
-                methods["pixels_pca128"] = score(
-                    pcs, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed
-                )
+                embs["pixels_pca128"] = pca_pixels(embs[name])
+        for name, emb in embs.items():
+            methods[name] = score(emb, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed)
+        # trained minus each baseline, paired over the same resampled tracks / identities
+        deltas = {
+            name: paired_delta(embs["trained"], emb, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed)
+            for name, emb in embs.items()
+            if name != "trained"
+        }
         result["sets"][s.name] = {
             "patches": len(s.jpegs),
             "groups": int(len(np.unique(s.labels))),
             "info": s.info,
             "methods": methods,
+            "trained_minus": deltas,
         }
         log(f"[quality] {s.name} scored in {time.perf_counter() - t0:.0f} s")
     return result
@@ -117,6 +123,18 @@ def table(result: dict[str, Any]) -> str:
                 cells.append("–" if v is None else f"{v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
             label = f"{set_name} ({s['patches']} patches, {s['groups']} groups)"
             lines.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
+    deltas = [(n, s["trained_minus"]) for n, s in result["sets"].items() if s.get("trained_minus")]
+    if deltas:
+        base = [m for m in METHODS[1:] if any(m in d for _, d in deltas)]
+        lines += ["", "Trained minus each baseline, paired bootstrap 95 % interval (above 0: trained is better):", ""]
+        lines += ["| set | metric | " + " | ".join(base) + " |", "|---|---|" + "---:|" * len(base)]
+        for set_name, d in deltas:
+            for metric in next(iter(d.values())):
+                cells = []
+                for m in base:
+                    v = d.get(m, {}).get(metric)
+                    cells.append("–" if v is None else f"{v['value']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]")
+                lines.append(f"| {set_name} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

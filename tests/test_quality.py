@@ -15,6 +15,7 @@ from bench.labelled import plan_videos, render  # noqa: E402
 from bench.quality_metrics import (  # noqa: E402
     exclude_near_frames,
     exclude_same_video,
+    paired_delta,
     per_query,
     score,
 )
@@ -93,6 +94,29 @@ def test_bootstrap_intervals_contain_the_point_estimate() -> None:
         assert lo <= m["value"] <= hi, name
         assert hi > lo, name  # a real spread, not a degenerate interval
     assert 0.2 < got["R@1"]["value"] <= 1.0 and got["effective rank"]["value"] > 5
+
+
+def test_paired_delta_is_narrower_than_separate_intervals_and_signs_a_real_gain() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(40), 3)
+    centres = rng.normal(size=(40, 32))
+    noise = rng.normal(size=(120, 32))
+    weak = centres[labels] * 0.5 + noise  # the same tracks, the same noise: only the signal differs
+    strong = centres[labels] * 0.6 + noise
+    weak /= np.linalg.norm(weak, axis=1, keepdims=True)
+    strong /= np.linalg.norm(strong, axis=1, keepdims=True)
+    excl: dict[str, np.ndarray | None] = {"": None}
+    d = paired_delta(strong, weak, labels, labels, excludes=excl, n_boot=500)
+    a = score(strong, labels, labels, excludes=excl, n_boot=500, n_boot_refit=2)
+    b = score(weak, labels, labels, excludes=excl, n_boot=500, n_boot_refit=2)
+    for m in ("R@1", "MAP@R"):
+        assert d[m]["value"] == pytest.approx(a[m]["value"] - b[m]["value"])
+        assert d[m]["ci"][0] > 0  # the stronger signal wins beyond resampling noise ...
+        assert a[m]["ci"][0] < b[m]["ci"][1]  # ... although the separate intervals overlap
+        width = d[m]["ci"][1] - d[m]["ci"][0]
+        assert width < (a[m]["ci"][1] - a[m]["ci"][0]) + (b[m]["ci"][1] - b[m]["ci"][0])
+    same = paired_delta(weak, weak, labels, labels, excludes=excl, n_boot=100)
+    assert same["MAP@R"] == {"value": 0.0, "ci": [0.0, 0.0]}
 
 
 def test_plan_shows_every_identity_in_several_videos() -> None:
