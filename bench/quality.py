@@ -96,7 +96,9 @@ def evaluate(
             methods[name] = score(emb, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed)
         # trained minus each baseline, paired over the same resampled tracks / identities
         deltas = {
-            name: paired_delta(embs["trained"], emb, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed)
+            name: paired_delta(
+                embs["trained"], emb, s.labels, s.labels, excludes=excl, n_boot=n_boot, seed=seed
+            )
             for name, emb in embs.items()
             if name != "trained"
         }
@@ -126,14 +128,20 @@ def table(result: dict[str, Any]) -> str:
     deltas = [(n, s["trained_minus"]) for n, s in result["sets"].items() if s.get("trained_minus")]
     if deltas:
         base = [m for m in METHODS[1:] if any(m in d for _, d in deltas)]
-        lines += ["", "Trained minus each baseline, paired bootstrap 95 % interval (above 0: trained is better):", ""]
+        lines += [
+            "",
+            "Trained minus each baseline, paired bootstrap 95 % interval (above 0: trained is better):",
+            "",
+        ]
         lines += ["| set | metric | " + " | ".join(base) + " |", "|---|---|" + "---:|" * len(base)]
         for set_name, d in deltas:
             for metric in next(iter(d.values())):
                 cells = []
                 for m in base:
                     v = d.get(m, {}).get(metric)
-                    cells.append("–" if v is None else f"{v['value']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]")
+                    cells.append(
+                        "–" if v is None else f"{v['value']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+                    )
                 lines.append(f"| {set_name} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

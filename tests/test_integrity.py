@@ -143,7 +143,9 @@ def test_non_utf8_names_round_trip_through_a_record(tmp_path: Path) -> None:
     raw = os.fsdecode(b"/videos/caf\xe9.mp4")
     rec = records.decode(VideoRecord, records.encode(VideoRecord(sha="a" * 64, path=raw, status="failed")))
     assert rec.path == "/videos/caf\\xe9.mp4" and rec.fs_path == raw and rec.path_bytes == os.fsencode(raw)
-    plain = records.decode(VideoRecord, records.encode(VideoRecord(sha="b" * 64, path="/v/café.mp4", status="done")))
+    plain = records.decode(
+        VideoRecord, records.encode(VideoRecord(sha="b" * 64, path="/v/café.mp4", status="done"))
+    )
     assert plain.fs_path == plain.path == "/v/café.mp4" and plain.path_bytes == b""
     target = tmp_path / os.fsdecode(b"x\xff.mp4")
     target.write_bytes(b"data")
