@@ -167,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--results", type=Path, default=None, help="rows JSON (default bench/results/quality.json)"
     )
+    ab.add_argument(
+        "--rescore", action="store_true", help="evaluate configs that already have a row again (their export)"
+    )
     for p in (ev, rn, ab):
         p.add_argument("--bootstrap", type=int, default=1000, help="resamples for R@1/MAP@R (NMI, rank: 100)")
     return parser
@@ -207,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
 
             results = args.results or RESULTS
             rows = ablate(
-                args.store, args.configs, args.names, runs=args.runs, results=results, n_boot=args.bootstrap
-            )
+                args.store, args.configs, args.names, runs=args.runs, results=results, n_boot=args.bootstrap,
+                rescore=args.rescore,
+            )  # fmt: skip
             print(ablation_table(rows))
             print(f"\nwritten: {results}, {results.with_suffix('.md')}")
     except (CorpusError, OSError, ValueError, subprocess.CalledProcessError) as exc:

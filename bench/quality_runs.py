@@ -99,11 +99,13 @@ def ablate(
     runs: Path,
     results: Path = RESULTS,
     n_boot: int = 1000,
+    rescore: bool = False,
     log: Log = print,
 ) -> list[dict[str, Any]]:
     """Train, export and evaluate each config on the same store; append one row per config to
     ``results`` (written after every config, so a stopped ablation resumes), skipping configs
-    whose hash already has a row."""
+    whose hash already has a row. ``rescore``: evaluate such a row's export again instead (after
+    the evaluation changed), keeping its training time."""
     from bench.quality import evaluate
 
     if len(names) != len(configs):
@@ -112,7 +114,13 @@ def ablate(
     rows: list[dict[str, Any]] = json.loads(results.read_text())["rows"] if results.is_file() else []
     for config, name in zip(configs, names, strict=True):
         key = config_hash(config, store)
-        if any(r["config_hash"] == key for r in rows):
+        done = [r for r in rows if r["config_hash"] == key]
+        if done and rescore and Path(done[0]["export"]).is_dir():
+            log(f"[ablate] {name}: done before ({key}); scoring its export again")
+            done[0]["result"] = evaluate(Path(done[0]["export"]), n_boot=n_boot, log=log)
+            _write_rows(rows, results)
+            continue
+        if done:
             log(f"[ablate] {name}: done before ({key}); skipped")
             continue
         log(f"[ablate] {name} ({config}, {key})")
@@ -123,9 +131,13 @@ def ablate(
              "store": str(store), "train_seconds": round(train_s, 1), "export": str(export),
              "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "result": result}
         )  # fmt: skip
-        results.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-        results.with_suffix(".md").write_text(ablation_table(rows) + "\n")
+        _write_rows(rows, results)
     return rows
+
+
+def _write_rows(rows: list[dict[str, Any]], results: Path) -> None:
+    results.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    results.with_suffix(".md").write_text(ablation_table(rows) + "\n")
 
 
 # (set, metric) columns of the ablation table: the issue's acceptance metrics.
@@ -165,4 +177,26 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     for label, method, r in baselines:
         cells = [_cell(r["result"]["sets"], method, s, m) for s, m in COLUMNS]
         lines.append(f"| *{label}* | – | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _delta_lines(rows))
+
+
+def _delta_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Trained minus random init and minus raw pixels per config, paired bootstrap intervals
+    (rows scored before paired intervals existed have none and are left out)."""
+    per_query = [(s, m) for s, m in COLUMNS if m != "effective rank"]
+    out = []
+    for r in rows:
+        sets = r["result"]["sets"]
+        if not all("trained_minus" in sets.get(s, {}) for s, _ in per_query):
+            continue
+        for base in ("random_init", "raw_pixels"):
+            cells = []
+            for s, m in per_query:
+                d = sets[s]["trained_minus"][base][m]
+                cells.append(f"{d['value']:+.3f} ({d['ci'][0]:+.2f} to {d['ci'][1]:+.2f})")
+            out.append(f"| {r['name']} | {base} | " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    head = "| config | minus | " + " | ".join(f"{s.split()[0]} {m}" for s, m in per_query) + " |"
+    return ["", "Trained minus baseline, paired bootstrap 95 % interval over the same resampled tracks:", "",
+            head, "|---|---|" + "---:|" * len(per_query), *out]  # fmt: skip

@@ -214,3 +214,27 @@ def test_ablation_resumes_by_config_hash_and_lists_each_untrained_twin(tmp_path:
     table = ablation_table(rows)
     assert "random init (resnet18 head 8-d, seed 0)" in table and "random init (resnet18 backbone" in table
     assert "| a | 1.0 | 0.500 (0.40–0.60) |" in table
+
+
+def test_ablation_table_lists_paired_differences_when_a_row_has_them() -> None:
+    from bench.quality_runs import COLUMNS, ablation_table
+
+    def row(name: str, with_delta: bool) -> dict:
+        sets: dict = {}
+        for set_name, metric in COLUMNS:
+            s = sets.setdefault(set_name, {"methods": {}, "trained_minus": {}})
+            for m in ("trained", "random_init", "raw_pixels", "pixels_pca128"):
+                s["methods"].setdefault(m, {})[metric] = {"value": 0.5, "ci": [0.4, 0.6]}
+            for base, d in (("random_init", 0.061), ("raw_pixels", -0.02)):
+                s["trained_minus"].setdefault(base, {})[metric] = {"value": d, "ci": [d - 0.03, d + 0.03]}
+        if not with_delta:
+            for s in sets.values():
+                del s["trained_minus"]
+        card = {"architecture": "resnet18", "embedding_layer": "backbone", "embedding_dim": 512, "seed": 0}
+        return {"name": name, "train_seconds": 60.0, "result": {"card": card, "sets": sets}}
+
+    table = ablation_table([row("old", False), row("new", True)])
+    assert "| new | random_init | +0.061 (+0.03 to +0.09) |" in table
+    assert "| new | raw_pixels | -0.020 (-0.05 to +0.01) |" in table
+    assert "| old | random_init" not in table  # scored before paired intervals: no invented numbers
+    assert ablation_table([row("old", False)]).count("paired") == 0
