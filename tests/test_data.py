@@ -20,6 +20,7 @@ from trackemb.embedding.data import (
     split_videos,
     train_sampler,
 )
+from trackemb.storage.columns import patch_fields
 
 
 def _pairs(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +226,33 @@ def test_time_windows_split_videos_into_negative_groups(store):
         assert len(np.unique(index.group[index.track == t])) == 1  # a track never spans groups
     tracks_per_group = np.bincount(index.track_group())
     assert tracks_per_group.tolist() == [2, 1] * 4
+
+
+def test_time_windows_record_tracks_that_overlap_across_a_boundary(store):
+    from trackemb.storage.store import open_reader
+
+    with open_reader(str(store)) as reader:
+        span = {(t.video_sha, t.track_id): (t.start_frame, t.end_frame) for t in reader.tracks()}
+    index = load_index(store, window_s=0.5)
+    assert len(load_index(store).overlap) == 0  # no windows: same-video tracks are never negatives anyway
+    # Expected from the track records: same video, other window, frame spans that share a frame.
+    labels = {}
+    for row in range(len(index.keys)):
+        sha16, track_id, _ = (np.asarray(c)[0] for c in patch_fields(index.keys[row : row + 1]))
+        sha = next(s for s in index.video_shas if s.encode().startswith(sha16))
+        labels[int(index.track[row])] = span[(sha, int(track_id))], int(index.video[row])
+    group = index.track_group()
+    want = {
+        (a, b)
+        for a, ((sa, ea), va) in labels.items()
+        for b, ((sb, eb), vb) in labels.items()
+        if va == vb and group[a] != group[b] and sa <= eb and sb <= ea
+    }
+    got = {tuple(p) for p in index.overlap.tolist()}
+    assert got == want and len(got) > 0  # the synthetic tracks (frames 0/3/6 on) cross the 0.5 s line
+    assert got == {(b, a) for a, b in got}
+    codes = index.overlap_keys()
+    assert np.all(np.diff(codes) > 0) and len(codes) == len(got)
 
 
 def test_split_groups_holds_out_whole_groups_with_enough_tracks(store):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from trackemb.config import MineConfig
 from trackemb.embedding.losses import build_loss, cosine_dist, triplet_stats
-from trackemb.embedding.miners import check_triplets, mine_at_step, mine_triplets, strategy_at
+from trackemb.embedding.miners import check_triplets, mine_at_step, mine_pairs, mine_triplets, strategy_at
 from trackemb.errors import NegativeRuleError
 
 DTYPES = [torch.float32, torch.float64]
@@ -255,6 +255,29 @@ def test_window_groups_allow_same_video_negatives_only_from_other_windows(strate
     with pytest.raises(NegativeRuleError, match="own video"):
         same_window = (group == group[0]).nonzero()[-1]
         check_triplets(torch.tensor([0]), torch.tensor([1]), same_window, track, group)
+
+
+@pytest.mark.parametrize("strategy", ["random", "wang_gupta", "batch_hard"])
+def test_a_track_overlapping_in_time_from_another_window_is_never_a_negative(strategy):
+    # Video 0: tracks 0, 1 (window 0) and 2, 3 (window 1); track 1 runs on into window 1 beside
+    # track 2 (blocked: maybe the same object at the same moment). Video 1: tracks 4, 5.
+    _, dist, track, _ = _batch(1, torch.float32, n_videos=3, tracks_per_video=2)
+    group = track // 2
+    pair_blocked = ((track[:, None] == 1) & (track[None, :] == 2)) | (
+        (track[:, None] == 2) & (track[None, :] == 1)
+    )
+    gen = torch.Generator().manual_seed(0)
+    a, _, n = mine_triplets(dist, track, group, strategy=strategy, k=8, gen=gen, blocked=pair_blocked)
+    assert len(a) > 0 and not bool(pair_blocked[a, n].any())
+    if strategy == "random":  # k covers every allowed negative: the other unblocked window pairs still occur
+        assert bool(((track[a] == 0) & (track[n] == 2)).any())
+    a1, _, a2, n2 = mine_pairs(track, group, blocked=pair_blocked)
+    assert len(a2) > 0 and not bool(pair_blocked[a2, n2].any())
+    two, one = (track == 2).nonzero()[:1, 0], (track == 1).nonzero()[:2, 0]
+    with pytest.raises(NegativeRuleError, match="overlaps it in time"):
+        check_triplets(one[:1], one[1:], two, track, group, blocked=pair_blocked)
+    # Apart (the co-occurrence rule: boxes clear of each other) still makes them valid negatives.
+    check_triplets(one[:1], one[1:], two, track, group, apart=pair_blocked, blocked=pair_blocked)
 
 
 def _in_video_batch():

@@ -61,6 +61,9 @@ class StoreIndex:
             time window; a run's persisted split lists these.
         apart: (K, 2) int64 track labels of co-occurring tracks of one video that stay apart
             (valid in-video negatives), both orders listed.
+        overlap: (L, 2) int64 track labels of one video's tracks in *different* time windows whose
+            frame spans overlap (never negatives of each other unless apart), both orders listed;
+            empty without a time window.
     """
 
     keys: np.ndarray
@@ -73,6 +76,7 @@ class StoreIndex:
     group_video: np.ndarray
     group_key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.str_))
     apart: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    overlap: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     @property
     def n_tracks(self) -> int:
@@ -81,6 +85,10 @@ class StoreIndex:
     def apart_keys(self) -> np.ndarray:
         """Sorted ``a * n_tracks + b`` codes of :attr:`apart`, for fast batch lookups."""
         return np.sort(self.apart[:, 0] * self.n_tracks + self.apart[:, 1])
+
+    def overlap_keys(self) -> np.ndarray:
+        """Sorted ``a * n_tracks + b`` codes of :attr:`overlap`, for fast batch lookups."""
+        return np.sort(self.overlap[:, 0] * self.n_tracks + self.overlap[:, 1])
 
     def track_group(self) -> np.ndarray:
         """(n_tracks,) int64: the group of each track label, to relabel batches by track."""
@@ -123,7 +131,9 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
     track = (np.cumsum(np.isin(np.arange(len(keys)), first)) - 1).astype(np.int64)
     track_video, start = video[first], frame[first]
     window = np.zeros(len(first), np.int64)
+    overlap = np.zeros((0, 2), np.int64)
     if window_s is not None:
+        end = frame[np.r_[first[1:], len(keys)] - 1].copy()  # last patch frame until the record says
         label = {
             (int(v), int(t)): i for i, (v, t) in enumerate(zip(track_video, track_id[first], strict=True))
         }
@@ -131,11 +141,12 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
         for t in reader.tracks():
             i = label.get((row_of_video.get(t.video_sha, -1), t.track_id))
             if i is not None:
-                start[i] = t.start_frame
+                start[i], end[i] = t.start_frame, t.end_frame
         fps = np.array([videos[sha].fps for sha in used], np.float64)[track_video]
         # Window by the track's *start*: a ~1 s track belongs to one window, so no track is split.
         with np.errstate(divide="ignore", invalid="ignore"):
             window = np.where(fps > 0, (start / fps) // window_s, 0).astype(np.int64)
+        overlap = _cross_window_overlaps(track_video, window, start, end)
     # Groups labelled in (video, window) order, so labels are stable and sorted like videos.
     groups, track_group = np.unique(
         np.stack([track_video, window], 1).reshape(-1, 2), axis=0, return_inverse=True
@@ -164,7 +175,28 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
             [used[v] if window_s is None else f"{used[v]}#w{w}" for v, w in groups.tolist()], dtype=np.str_
         ),
         apart=_apart_labels(reader, used, track_video, track_id[first]),
+        overlap=overlap,
     )
+
+
+def _cross_window_overlaps(
+    track_video: np.ndarray, window: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> np.ndarray:
+    """(L, 2) track labels, both orders: same video, different windows, frame spans that overlap.
+
+    Windows go by the track's start, so a track starting just before a boundary runs on into
+    the next window, beside tracks that may follow the same object at the same moment.
+    """
+    out = []
+    bounds = np.flatnonzero(np.r_[True, track_video[1:] != track_video[:-1], True])  # labels run by video
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        t = np.arange(lo, hi)
+        # Only a window's neighbour can overlap a ~1 s track, but spans decide, not windows.
+        hit = (start[t][:, None] <= end[t][None, :]) & (start[t][None, :] <= end[t][:, None])
+        hit &= window[t][:, None] != window[t][None, :]
+        a, b = np.nonzero(hit)
+        out.append(np.stack([t[a], t[b]], 1))
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
 
 
 def _apart_labels(

@@ -8,9 +8,11 @@ checked by :func:`check_triplets` / :func:`check_pairs`, which raise
 :class:`~trackemb.errors.NegativeRuleError` (like PML's ``BaseMiner.output_assertion``, but a
 real exception that ``python -O`` cannot remove).
 
-"Video" labels are negative *groups*: the video by default; with the opt-in
+"Video" labels are negative *groups*: the video by default; with
 ``TrainConfig.negative_window_s`` training passes one label per time window of a video,
-and the same checks then hold per window.
+and the same checks then hold per window, with one more rule: a track of another window of
+the same video that overlaps the anchor's track in time (``blocked``) is never a negative
+unless the two are apart, since it may be the same object at the same moment.
 """
 
 from __future__ import annotations
@@ -26,14 +28,21 @@ Pairs = tuple[Tensor, Tensor, Tensor, Tensor]
 STRATEGIES = ("random", "wang_gupta", "batch_hard")
 
 
-def negative_mask(video_ids: Tensor, apart: Tensor | None = None) -> Tensor:
-    """(N, N) bool: column j may be a negative of row i (another video, or an apart track)."""
+def negative_mask(video_ids: Tensor, apart: Tensor | None = None, blocked: Tensor | None = None) -> Tensor:
+    """(N, N) bool: column j may be a negative of row i (another group and not blocked, or an apart track)."""
     ok = video_ids[:, None] != video_ids[None, :]
+    if blocked is not None:
+        ok = ok & ~blocked
     return ok if apart is None else ok | apart
 
 
 def _check_negatives(
-    a: Tensor, n: Tensor, track_ids: Tensor, video_ids: Tensor, apart: Tensor | None
+    a: Tensor,
+    n: Tensor,
+    track_ids: Tensor,
+    video_ids: Tensor,
+    apart: Tensor | None,
+    blocked: Tensor | None = None,
 ) -> None:
     if bool((track_ids[a] == track_ids[n]).any()):
         raise NegativeRuleError("negative from the anchor's own track")
@@ -43,10 +52,20 @@ def _check_negatives(
         raise NegativeRuleError(
             "negative from the anchor's own video (group) that is not a co-occurring, apart track"
         )
+    if blocked is not None and bool((blocked[a, n] & ~allowed).any()):
+        raise NegativeRuleError(
+            "negative from a track of the anchor's video that overlaps it in time (another window) and is not apart"
+        )
 
 
 def check_triplets(
-    a: Tensor, p: Tensor, n: Tensor, track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None
+    a: Tensor,
+    p: Tensor,
+    n: Tensor,
+    track_ids: Tensor,
+    video_ids: Tensor,
+    apart: Tensor | None = None,
+    blocked: Tensor | None = None,
 ) -> None:
     """Check (a, p, n): equal lengths, positives share the track, negatives follow the rule.
 
@@ -61,10 +80,16 @@ def check_triplets(
         raise NegativeRuleError("anchor used as its own positive")
     if bool((track_ids[a] != track_ids[p]).any()):
         raise NegativeRuleError("positive from another track")
-    _check_negatives(a, n, track_ids, video_ids, apart)
+    _check_negatives(a, n, track_ids, video_ids, apart, blocked)
 
 
-def check_pairs(pairs: Pairs, track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None) -> None:
+def check_pairs(
+    pairs: Pairs,
+    track_ids: Tensor,
+    video_ids: Tensor,
+    apart: Tensor | None = None,
+    blocked: Tensor | None = None,
+) -> None:
     """Check PML pairs ``(a1, p, a2, n)`` like :func:`check_triplets`.
 
     Raises:
@@ -74,19 +99,21 @@ def check_pairs(pairs: Pairs, track_ids: Tensor, video_ids: Tensor, apart: Tenso
     if bool((a1 == p).any()) or bool((track_ids[a1] != track_ids[p]).any()):
         raise NegativeRuleError("positive pair that is not two distinct patches of one track")
     if len(a2):
-        _check_negatives(a2, n, track_ids, video_ids, apart)
+        _check_negatives(a2, n, track_ids, video_ids, apart, blocked)
 
 
-def mine_pairs(track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None) -> Pairs:
+def mine_pairs(
+    track_ids: Tensor, video_ids: Tensor, apart: Tensor | None = None, blocked: Tensor | None = None
+) -> Pairs:
     """Every positive pair and every valid negative pair of the batch (for NT-Xent / InfoNCE).
 
     Returns:
         ``(a1, p, a2, n)`` long tensors, checked by :func:`check_pairs`.
     """
     a1, p = _positive_pairs(track_ids)
-    a2, n = negative_mask(video_ids, apart).nonzero(as_tuple=True)
+    a2, n = negative_mask(video_ids, apart, blocked).nonzero(as_tuple=True)
     out = (a1, p, a2, n)
-    check_pairs(out, track_ids, video_ids, apart)
+    check_pairs(out, track_ids, video_ids, apart, blocked)
     return out
 
 
@@ -184,6 +211,7 @@ def mine_triplets(
     random_violators: int = 2,
     harvested: Triplets | None = None,
     apart: Tensor | None = None,
+    blocked: Tensor | None = None,
 ) -> Triplets:
     """Mine (anchor_idx, positive_idx, negative_idx) from one batch.
 
@@ -205,6 +233,8 @@ def mine_triplets(
             with ``strategy="random"`` they are returned as they are, after checking.
         apart: optional (N, N) bool, True where two rows are patches of co-occurring tracks of
             one video that stay apart: such rows are valid negatives of each other too.
+        blocked: optional (N, N) bool, True where two rows of different groups (time windows of
+            one video) overlap in time: never negatives of each other unless apart.
 
     Returns:
         Three (T,) long tensors; T may be 0 (e.g. one video in the batch).
@@ -216,7 +246,7 @@ def mine_triplets(
             f"dist must be (N, N) with N labels, got {tuple(dist.shape)}, {len(track_ids)} and {len(video_ids)}"
         )
     dist = dist.detach()
-    neg_ok = negative_mask(video_ids, apart)
+    neg_ok = negative_mask(video_ids, apart, blocked)
     if len(track_ids) == 0:
         out = _empty(dist.device)
     elif strategy == "random" and harvested is not None:
@@ -233,7 +263,7 @@ def mine_triplets(
             out = _mine_wang_gupta(
                 dist, a, p, neg_ok, k=k, top_k=top_k, violators=random_violators, margin=margin, gen=gen
             )
-    check_triplets(*out, track_ids, video_ids, apart)
+    check_triplets(*out, track_ids, video_ids, apart, blocked)
     return out
 
 
@@ -251,6 +281,7 @@ def mine_at_step(
     gen: torch.Generator,
     harvested: Triplets | None = None,
     apart: Tensor | None = None,
+    blocked: Tensor | None = None,
 ) -> tuple[Triplets, str]:
     """:func:`mine_triplets` with the curriculum's strategy and the config's parameters.
 
@@ -271,5 +302,6 @@ def mine_at_step(
         random_violators=cfg.random_violators,
         harvested=harvested,
         apart=apart,
+        blocked=blocked,
     )
     return triplets, strategy

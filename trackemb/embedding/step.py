@@ -61,6 +61,8 @@ class TrainBatch:
         images: (N, 3, px, px) float in [0, 1].
         track: (N,) global track labels. group: (N,) negative-group labels.
         apart: (N, N) bool, rows of co-occurring tracks of one video that stay apart, or None.
+        blocked: (N, N) bool, rows of one video's tracks in different time windows that overlap
+            in time (never negatives unless apart), or None.
         harvested: the store's triplets when the batch is laid out as (anchors, positives,
             negatives) blocks; None for pair batches.
         strength: augmentation strength of the batch.
@@ -72,16 +74,18 @@ class TrainBatch:
     apart: Tensor | None
     harvested: Triplets | None
     strength: float
+    blocked: Tensor | None = None
 
 
 def batch_apart(track: np.ndarray, apart_keys: np.ndarray, n_tracks: int) -> Tensor:
-    """(N, N) bool of the batch's apart rows, from :meth:`StoreIndex.apart_keys`."""
+    """(N, N) bool of the batch's rows whose track pair is in ``apart_keys`` (sorted ``a * n_tracks + b``
+    codes: :meth:`StoreIndex.apart_keys` or :meth:`StoreIndex.overlap_keys`)."""
     codes = track[:, None] * n_tracks + track[None, :]
     return torch.from_numpy(np.isin(codes, apart_keys))
 
 
 def to_batch(raw: dict, track_group: Tensor, apart_keys: np.ndarray | None, n_tracks: int,
-             device: torch.device) -> TrainBatch:  # fmt: skip
+             device: torch.device, overlap_keys: np.ndarray | None = None) -> TrainBatch:  # fmt: skip
     """The DataLoader's dict as a :class:`TrainBatch` on ``device``."""
     track = raw["track"]
     harvested = None
@@ -91,10 +95,13 @@ def to_batch(raw: dict, track_group: Tensor, apart_keys: np.ndarray | None, n_tr
     apart = None
     if apart_keys is not None and len(apart_keys):
         apart = batch_apart(track.numpy(), apart_keys, n_tracks).to(device)
+    blocked = None
+    if overlap_keys is not None and len(overlap_keys):
+        blocked = batch_apart(track.numpy(), overlap_keys, n_tracks).to(device)
     return TrainBatch(
         images=raw["images"].to(device, non_blocking=True), track=track.to(device),
         group=track_group[track].to(device), apart=apart, harvested=harvested,
-        strength=float(raw["strength"]),
+        strength=float(raw["strength"]), blocked=blocked,
     )  # fmt: skip
 
 
@@ -117,15 +124,15 @@ def loss_and_stats(
     feats, emb = feats.float(), emb.float()
     dist = cosine_dist(emb)
     if cfg.mine.loss == "ntxent":
-        pairs = mine_pairs(batch.track, batch.group, batch.apart)
+        pairs = mine_pairs(batch.track, batch.group, batch.apart, batch.blocked)
         main = build_loss(cfg.mine)(emb, indices_tuple=pairs)
         # Shown and counted: each anchor's hardest positive and hardest valid negative.
         triplets = mine_triplets(dist, batch.track, batch.group, strategy="batch_hard", k=1, gen=gen,
-                                 apart=batch.apart)  # fmt: skip
+                                 apart=batch.apart, blocked=batch.blocked)  # fmt: skip
         strategy = "all_pairs"
     else:
         triplets, strategy = mine_at_step(
-            dist, batch.track, batch.group, step, cfg.mine, gen, batch.harvested, batch.apart
+            dist, batch.track, batch.group, step, cfg.mine, gen, batch.harvested, batch.apart, batch.blocked
         )
         main = build_loss(cfg.mine)(emb, indices_tuple=triplets)
     reg = regulariser(cfg.reg, feats, emb)

@@ -134,6 +134,7 @@ def train(
         # solved by recognising the scene, so the encoder learns scenes and merges instances).
         track_group = torch.from_numpy(index.track_group())
         apart_keys = index.apart_keys() if cfg.mine.in_video_negatives else None
+        overlap_keys = index.overlap_keys()
         pin = device.type == "cuda"
         # Workers are spawned, not forked: a fork copies the threads of whatever hosts us
         # (Prefect's API log and event workers), and such children died at random under a flow.
@@ -207,7 +208,7 @@ def train(
             raw = next(batches)
             if raw["step"] != step:
                 raise TrainingError(f"data order broken: batch of step {raw['step']} at step {step}")
-            batch = to_batch(raw, track_group, apart_keys, index.n_tracks, device)
+            batch = to_batch(raw, track_group, apart_keys, index.n_tracks, device, overlap_keys)
             gen = step_generator(cfg.seed, step, rank)
             loss, stats, emb, triplets = loss_and_stats(net, batch, step, cfg, gen, amp_dtype)
             loss_value = float(all_reduce_mean(loss.detach(), dist_info))  # CPU-GPU sync point, once a step
