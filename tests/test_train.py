@@ -21,7 +21,7 @@ from trackemb.config import MineConfig, TrainConfig
 from trackemb.embedding.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from trackemb.embedding.collapse import CollapseDetector
 from trackemb.embedding.metrics import recall_at_1
-from trackemb.embedding.model import encoder_from_args
+from trackemb.embedding.model import build_encoder, encoder_from_args
 from trackemb.embedding.monitor import ListWriter
 from trackemb.embedding.train import lr_at, train
 from trackemb.errors import TrainingError
@@ -312,3 +312,27 @@ def test_window_groups_train_and_hold_out_whole_windows(tmp_path):
     result = train(store, tmp_path / "run", cfg, writer=writer)
     assert result.step == 4 and result.val_r1_before is not None and result.val_r1_after is not None
     assert all(v > 0 for _, v in writer.scalars("train/num_triplets"))  # in-video windows give negatives
+
+
+@pytest.mark.parametrize("batchnorm", ["batch", "frozen"])
+def test_frozen_batchnorm_keeps_the_initial_statistics_and_still_learns(store, tmp_path, batchnorm):
+    from trackemb.embedding.rundir import CKPT_NAME
+
+    train(store, tmp_path / "run", _cfg(batchnorm=batchnorm, steps=6, val_every_steps=3))
+    ckpt = torch.load(tmp_path / "run" / CKPT_NAME, map_location="cpu", weights_only=False)
+    start = build_encoder("smallcnn", 32, 32).state_dict()
+    stats = [k for k in ckpt["model"] if k.endswith(("running_mean", "running_var"))]
+    affine = [k.replace("running_mean", "weight") for k in stats if k.endswith("running_mean")]
+    assert stats and affine
+    moved = {k: not torch.equal(ckpt["model"][k], start[k]) for k in stats + affine}
+    if batchnorm == "frozen":  # statistics exactly as initialised (0 and 1), scales trained
+        assert not any(moved[k] for k in stats) and all(moved[k] for k in affine)
+    else:
+        assert all(moved[k] for k in stats)
+    model = build_encoder("smallcnn", 32, 32).freeze_batchnorm_stats(batchnorm == "frozen").train()
+    bn_modes = {m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert model.training and bn_modes == {batchnorm == "batch"}
+    assert (
+        model.eval().train() is model
+        and {m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == bn_modes
+    )

@@ -56,6 +56,13 @@ class TrainConfig(StageConfig):
         "terms on the backbone features) or koleo (nearest-neighbour entropy of the head's embeddings).",
     )
     reg_weight: float = Field(1.0, ge=0, description="Weight of the regulariser relative to the loss.")
+    batchnorm: Literal["batch", "frozen"] = Field(
+        "batch",
+        description="batch: BatchNorm layers normalise with batch statistics while training and keep running "
+        "statistics of the training scenes for later. frozen: they keep their initial statistics (mean 0, "
+        "variance 1; only their scale and shift learn), so embeddings of another user's video are not "
+        "normalised with statistics of the training scenes.",
+    )
     input_px: int = Field(64, ge=32, description="Side of the encoder input (patches are resized/cropped).")
     init_weights: str | None = Field(
         None, description="Optional local .pth/.safetensors backbone to start from."

@@ -126,6 +126,23 @@ class Encoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
+    def freeze_batchnorm_stats(self, frozen: bool = True) -> Encoder:
+        """Keep every BatchNorm layer in eval mode, whatever :meth:`train` is called with.
+
+        Its running statistics then stay as they are (at init: mean 0, variance 1) and the batch's
+        are never used; only its affine scale and shift still learn. Returns ``self``.
+        """
+        self._frozen_bn = frozen
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> Encoder:
+        super().train(mode)
+        if getattr(self, "_frozen_bn", False):
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train(False)
+        return self
+
     def model_args(self) -> dict[str, Any]:
         """Everything needed to rebuild this module (stored in checkpoints and model cards)."""
         return {

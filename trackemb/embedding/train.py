@@ -161,6 +161,7 @@ def train(
         # ============ model, loss, optimizer ============
         torch.manual_seed(cfg.seed)  # same init on every rank; evaluate.py rebuilds it as the random baseline
         model = build_encoder(cfg.arch, cfg.embed_dim, cfg.input_px, cfg.init_weights).to(device)
+        model.freeze_batchnorm_stats(cfg.batchnorm == "frozen")
         optimizer = build_optimizer(model, cfg)
 
         def save_best(state: dict[str, Any]) -> None:
