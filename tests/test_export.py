@@ -176,3 +176,16 @@ def test_checkpoint_needing_pickle_is_refused(tmp_path):
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(ExportError, match=r"ckpt\.pt: no checkpoint"):
         export_encoder(tmp_path, tmp_path / "out", ExportConfig(onnx=False))
+
+
+@pytest.mark.parametrize("batchnorm", ["batch", "frozen"])
+def test_load_encoder_keeps_batchnorm_frozen_when_training_did(tmp_path, batchnorm):
+    run = make_run_dir(tmp_path / "run", embed_dim=DIM, input_px=PX, batchnorm=batchnorm)
+    out = export_encoder(run, tmp_path / "export", ExportConfig(onnx=False))
+    enc = load_encoder(out)
+    bn = [m for m in enc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert enc.training and bn and {m.training for m in bn} == {batchnorm == "batch"}
+    before = [m.running_mean.clone() for m in bn]
+    enc(torch.rand(4, 3, PX, PX))  # a fine-tuning forward
+    changed = any(not torch.equal(b, m.running_mean) for b, m in zip(before, bn, strict=True))
+    assert changed == (batchnorm == "batch")
