@@ -56,8 +56,10 @@ class TrainConfig(StageConfig):
         "terms on the backbone features) or koleo (nearest-neighbour entropy of the head's embeddings).",
     )
     reg_weight: float = Field(1.0, ge=0, description="Weight of the regulariser relative to the loss.")
+    # frozen: on scenes held out from training, +0.03 labelled MAP@R and +0.02 real MAP@R over batch
+    # statistics (README, Quality, round 3).
     batchnorm: Literal["batch", "frozen"] = Field(
-        "batch",
+        "frozen",
         description="batch: BatchNorm layers normalise with batch statistics while training and keep running "
         "statistics of the training scenes for later. frozen: they keep their initial statistics (mean 0, "
         "variance 1; only their scale and shift learn), so embeddings of another user's video are not "
