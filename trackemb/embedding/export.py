@@ -252,8 +252,9 @@ def load_encoder(path: str | Path) -> nn.Module:
 
     The card is validated and the weights' sha256 checked before anything is built; the
     module comes back on CPU in train mode with ``requires_grad`` set, ready to fine-tune
-    (call ``.eval()`` to embed); if it was trained with ``batchnorm = "frozen"`` its BatchNorm
-    statistics stay frozen in train mode too. Forward: ``(B, 3, H, W) float RGB in [0, 1] -> (B, D)``
+    (call ``.eval()`` to embed). BatchNorm layers use batch statistics while fine-tuning, even
+    for an encoder trained with ``batchnorm = "frozen"``: measured on ``examples/finetune.py``,
+    fine-tuning with the frozen statistics did not learn (chance accuracy). Forward: ``(B, 3, H, W) float RGB in [0, 1] -> (B, D)``
     L2-normalised.
 
     Args:
@@ -293,7 +294,4 @@ def load_encoder(path: str | Path) -> nn.Module:
                 raise ModelCardError(
                     f"{export_dir / CARD_NAME}: {key} {list(getattr(card, key))} != weights' {got[key]}"
                 )
-    # Trained with frozen BatchNorm statistics: fine-tuning keeps them frozen too, or the first
-    # batches of the user's data would overwrite statistics the weights were trained against.
-    model.freeze_batchnorm_stats(card.config.get("batchnorm") == "frozen")
     return model.train()
