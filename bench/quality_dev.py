@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         def progress(step: int, total: int, metrics: dict) -> None:
             if step % args.every == 0 or step == total:
                 ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
+                torch.save(ckpt, run_dir / f"ckpt_step{step}.pt")  # kept for post-hoc studies
                 model = encoder_from_args(ckpt["model_args"])
                 model.load_state_dict(ckpt["model"])
                 record(step, model)
