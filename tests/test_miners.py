@@ -195,7 +195,7 @@ def test_loss_equals_brute_force_hinge_on_cosine_distance(reducer, dtype):
     emb = emb.clone().requires_grad_(True)
     margin = 0.3
     triplets = mine_triplets(dist, track, video, strategy="random", k=100, gen=torch.Generator())
-    loss = build_loss(MineConfig(margin=margin, reducer=reducer))(emb, indices_tuple=triplets)
+    loss = build_loss(MineConfig(loss="triplet", margin=margin, reducer=reducer))(emb, indices_tuple=triplets)
     terms = []
     e = emb.detach()
     for a, p, n in _as_set(triplets):
@@ -213,7 +213,7 @@ def test_loss_equals_brute_force_hinge_on_cosine_distance(reducer, dtype):
 def test_loss_on_zero_triplets_is_zero_and_differentiable():
     emb = F.normalize(torch.randn(4, 8), dim=1).requires_grad_(True)
     e = torch.empty(0, dtype=torch.long)
-    loss = build_loss(MineConfig())(emb, indices_tuple=(e, e, e))
+    loss = build_loss(MineConfig(loss="triplet"))(emb, indices_tuple=(e, e, e))
     loss.backward()
     assert float(loss.detach()) == 0.0 and emb.grad is not None
 
