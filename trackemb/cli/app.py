@@ -49,7 +49,7 @@ typer.core.TyperArgument._usage_display_name = _argument_usage  # type: ignore[m
 app = typer.Typer(
     name="trackemb",
     help="Self-supervised embeddings from unlabelled video: track moving objects, harvest positive pairs "
-    "into LMDB, train a triplet-loss Siamese encoder, export it with clustered embeddings.",
+    "into LMDB, train a Siamese encoder (NT-Xent or triplet loss), export it with clustered embeddings.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,

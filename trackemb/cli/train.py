@@ -83,7 +83,7 @@ def train(
         int | None, typer.Option(metavar="N", help="DataLoader worker processes." + _default(_T.num_workers))
     ] = None,
 ) -> None:
-    """Train the Siamese triplet-loss encoder (a Prefect flow); watch it with `tensorboard --logdir RUN_DIR`.
+    """Train the Siamese encoder, NT-Xent or triplet loss (a Prefect flow); watch it with `tensorboard --logdir RUN_DIR`.
 
     Ctrl-C or SIGTERM stops after the current step with a checkpoint; `--resume` continues.
     """
