@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from trackemb.config import MineConfig
 from trackemb.embedding.losses import build_loss, cosine_dist, triplet_stats
-from trackemb.embedding.miners import check_triplets, mine_at_step, mine_pairs, mine_triplets, strategy_at
+from trackemb.embedding.miners import mine_at_step, mine_pairs, mine_triplets, strategy_at
+from trackemb.embedding.negatives import check_triplets
 from trackemb.errors import NegativeRuleError
 
 DTYPES = [torch.float32, torch.float64]
@@ -291,7 +292,7 @@ def _in_video_batch():
 
 @pytest.mark.parametrize("strategy", ["random", "wang_gupta", "batch_hard"])
 def test_in_video_negatives_only_from_apart_tracks(strategy):
-    from trackemb.embedding.miners import negative_mask
+    from trackemb.embedding.negatives import negative_mask
 
     track, video, apart = _in_video_batch()
     emb = F.normalize(torch.randn(len(track), 8, generator=torch.Generator().manual_seed(0)), dim=1)
@@ -320,7 +321,8 @@ def test_check_raises_on_overlapping_same_video_track_and_own_track():
 
 
 def test_pairs_for_ntxent_cover_every_valid_negative_and_are_checked():
-    from trackemb.embedding.miners import check_pairs, mine_pairs
+    from trackemb.embedding.miners import mine_pairs
+    from trackemb.embedding.negatives import check_pairs
 
     track, video, apart = _in_video_batch()
     a1, p, a2, n = mine_pairs(track, video, apart)

@@ -29,11 +29,10 @@ from trackemb.config import TrainConfig
 from trackemb.embedding.augment import aug_strength, augment_batch, to_input
 from trackemb.embedding.sampler import BatchSpec, PairBatchSampler, train_sampler
 from trackemb.embedding.split import held_out_split, split_groups, split_videos
+from trackemb.embedding.track_pairs import apart_labels, cross_window_overlaps
 from trackemb.storage.columns import owned_keys, patch_fields, split_pair_keys, triplet_columns
-from trackemb.storage.records import TrackRecord
 from trackemb.storage.schema import PAIRS, PATCHES, SHA16
 from trackemb.storage.store import StoreReader, open_reader
-from trackemb.tracking.cooccur import apart_tracks
 
 __all__ = [
     "BatchSpec", "PairBatchDataset", "PairBatchSampler", "PatchDataset", "StoreIndex", "load_index",
@@ -130,6 +129,7 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
     first = np.flatnonzero(np.r_[True, (video[1:] != video[:-1]) | (track_id[1:] != track_id[:-1])])
     track = (np.cumsum(np.isin(np.arange(len(keys)), first)) - 1).astype(np.int64)
     track_video, start = video[first], frame[first]
+    tracks = list(reader.tracks())  # read once: the window spans and the apart pairs both need them
     window = np.zeros(len(first), np.int64)
     overlap = np.zeros((0, 2), np.int64)
     if window_s is not None:
@@ -138,7 +138,7 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
             (int(v), int(t)): i for i, (v, t) in enumerate(zip(track_video, track_id[first], strict=True))
         }
         row_of_video = {sha: i for i, sha in enumerate(used)}
-        for t in reader.tracks():
+        for t in tracks:
             i = label.get((row_of_video.get(t.video_sha, -1), t.track_id))
             if i is not None:
                 start[i], end[i] = t.start_frame, t.end_frame
@@ -146,7 +146,7 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
         # Window by the track's *start*: a ~1 s track belongs to one window, so no track is split.
         with np.errstate(divide="ignore", invalid="ignore"):
             window = np.where(fps > 0, (start / fps) // window_s, 0).astype(np.int64)
-        overlap = _cross_window_overlaps(track_video, window, start, end)
+        overlap = cross_window_overlaps(track_video, window, start, end)
     # Groups labelled in (video, window) order, so labels are stable and sorted like videos.
     groups, track_group = np.unique(
         np.stack([track_video, window], 1).reshape(-1, 2), axis=0, return_inverse=True
@@ -174,56 +174,9 @@ def load_index(store: str | Path | StoreReader, window_s: float | None = None) -
         group_key=np.array(
             [used[v] if window_s is None else f"{used[v]}#w{w}" for v, w in groups.tolist()], dtype=np.str_
         ),
-        apart=_apart_labels(reader, used, track_video, track_id[first]),
+        apart=apart_labels(tracks, used, track_video, track_id[first]),
         overlap=overlap,
     )
-
-
-def _cross_window_overlaps(
-    track_video: np.ndarray, window: np.ndarray, start: np.ndarray, end: np.ndarray
-) -> np.ndarray:
-    """(L, 2) track labels, both orders: same video, different windows, frame spans that overlap.
-
-    Windows go by the track's start, so a track starting just before a boundary runs on into
-    the next window, beside tracks that may follow the same object at the same moment.
-    """
-    out = []
-    bounds = np.flatnonzero(np.r_[True, track_video[1:] != track_video[:-1], True])  # labels run by video
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        t = np.arange(lo, hi)
-        # Only a window's neighbour can overlap a ~1 s track, but spans decide, not windows.
-        hit = (start[t][:, None] <= end[t][None, :]) & (start[t][None, :] <= end[t][:, None])
-        hit &= window[t][:, None] != window[t][None, :]
-        a, b = np.nonzero(hit)
-        out.append(np.stack([t[a], t[b]], 1))
-    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
-
-
-def _apart_labels(
-    reader: StoreReader, used: list[str], track_video: np.ndarray, track_ids: np.ndarray
-) -> np.ndarray:
-    """(K, 2) track labels of apart track pairs (both orders); schema-1 records (``apart`` None) are derived.
-
-    Args:
-        used: video shas by video label. track_video, track_ids: video label and per-video track id
-            of each track label.
-    """
-    label = {(int(v), int(t)): i for i, (v, t) in enumerate(zip(track_video, track_ids, strict=True))}
-    row_of_video = {sha: i for i, sha in enumerate(used)}
-    by_video: dict[int, list[TrackRecord]] = {}
-    for t in reader.tracks():
-        v = row_of_video.get(t.video_sha)
-        if v is not None and (v, t.track_id) in label:
-            by_video.setdefault(v, []).append(t)
-    out: list[tuple[int, int]] = []
-    for v, recs in by_video.items():
-        if any(t.apart is None for t in recs):
-            derived = apart_tracks([(t.track_id, t.frames, t.boxes) for t in recs])
-        else:
-            derived = {t.track_id: t.apart or [] for t in recs}
-        for tid, others in derived.items():
-            out += [(label[(v, tid)], label[(v, o)]) for o in others if (v, o) in label]
-    return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
 
 
 class _LazyStore:
