@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,27 @@ SEEDS = (0, 1, 2)
 KEYS = ("R@1", "MAP@R", "cross-video R@1", "cross-video MAP@R", "effective rank")
 
 
-def dev_store(root: Path) -> Path:
-    """The dev-training scenes harvested with default settings (a folder of links to their clips)."""
-    folder = root / "dev" / "train"
-    for scene in DEV_TRAIN_SCENES:
-        (folder / scene).mkdir(parents=True, exist_ok=True)
-        for clip in (root / "train" / scene).iterdir():
-            link = folder / scene / clip.name
-            if not link.exists():
-                link.symlink_to(clip.resolve())
-    store = root / "dev" / "train.lmdb"
+def dev_training_clips(root: Path, n_videos: int | None = None) -> list[Path]:
+    """The dev-training clips, scenes interleaved (sorted within each), so a prefix of ``n_videos``
+    draws on every scene: the subsets of a data-scaling curve nest."""
+    per_scene = [sorted((root / "train" / scene).iterdir()) for scene in DEV_TRAIN_SCENES]
+    interleaved = [clip for group in zip_longest(*per_scene) for clip in group if clip is not None]
+    if n_videos is not None and not 1 <= n_videos <= len(interleaved):
+        raise SystemExit(f"--train-videos must be between 1 and {len(interleaved)}, got {n_videos}")
+    return interleaved[:n_videos]
+
+
+def dev_store(root: Path, n_videos: int | None = None) -> Path:
+    """The dev-training scenes (or the first ``n_videos`` of them) harvested with default settings
+    (a folder of links to their clips)."""
+    suffix = "" if n_videos is None else f"-{n_videos}v"
+    folder = root / "dev" / f"train{suffix}"
+    for clip in dev_training_clips(root, n_videos):
+        (folder / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        link = folder / clip.parent.name / clip.name
+        if not link.exists():
+            link.symlink_to(clip.resolve())
+    store = root / "dev" / f"train{suffix}.lmdb"
     harvest_folder(folder, store)
     return store
 
@@ -135,12 +147,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--every", type=int, default=100, help="score the checkpoint every N steps")
     parser.add_argument("--runs", type=Path, default=Path("runs/quality-dev"))
+    parser.add_argument(
+        "--train-videos",
+        type=int,
+        default=None,
+        help="train on only the first K dev-training videos, scenes interleaved (a data-scaling curve)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     root = corpus_dir()
     cfg = load_config(TrainConfig, args.config, section="train")
     cfg = cfg.model_copy(update={"val_frac": 0.0, "ckpt_every_steps": args.every, "projector_max_patches": 0})
-    store = dev_store(root)
+    store = dev_store(root, args.train_videos)
     sets = [dev_real(root), *(dev_labelled(root, seed) for seed in SEEDS)]
     run_dir = args.runs / args.name
     args.runs.mkdir(parents=True, exist_ok=True)

@@ -238,3 +238,19 @@ def test_ablation_table_lists_paired_differences_when_a_row_has_them() -> None:
     assert "| new | raw_pixels | -0.020 (-0.05 to +0.01) |" in table
     assert "| old | random_init" not in table  # scored before paired intervals: no invented numbers
     assert ablation_table([row("old", False)]).count("paired") == 0
+
+
+def test_dev_scaling_subsets_nest_and_draw_on_every_scene(tmp_path: Path) -> None:
+    from bench.quality_dev import DEV_TRAIN_SCENES, dev_training_clips
+
+    for scene, n in zip(DEV_TRAIN_SCENES, (4, 8), strict=True):
+        (tmp_path / "train" / scene).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / "train" / scene / f"clip{i}.mp4").write_bytes(b"")
+    every = dev_training_clips(tmp_path)
+    assert len(every) == 12
+    four = dev_training_clips(tmp_path, 4)
+    assert four == every[:4]
+    assert {c.parent.name for c in four} == set(DEV_TRAIN_SCENES)
+    with pytest.raises(SystemExit, match="between 1 and 12"):
+        dev_training_clips(tmp_path, 13)
