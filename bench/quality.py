@@ -30,6 +30,7 @@ from bench.quality_metrics import exclude_near_frames, exclude_same_video, paire
 from bench.quality_sets import (
     MIN_GAP,
     EvalSet,
+    default_random_init,
     embed_set,
     embedding_layer,
     encoders,
@@ -40,7 +41,7 @@ from bench.quality_sets import (
 )
 
 SETS = ("real", "labelled")
-METHODS = ("trained", "random_init", "raw_pixels", "pixels_pca128")
+METHODS = ("trained", "random_init", default_random_init(), "raw_pixels", "pixels_pca128")
 
 
 def _excludes(s: EvalSet, kind: str) -> dict[str, np.ndarray | None]:
@@ -76,6 +77,7 @@ def evaluate(
             "architecture": card["architecture"],
             "embedding_dim": card["embedding_dim"],
             "embedding_layer": embedding_layer(card),
+            "input_px": int(card["input_size"][0]),
             "step": card.get("step"),
             "seed": (card.get("config") or {}).get("seed", 0),
         },

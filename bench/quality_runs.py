@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.corpus import corpus_dir, fetch, load_manifest
-from bench.quality_sets import harvest_folder
+from bench.quality_sets import default_random_init, harvest_folder
+from trackemb.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "quality.json"
@@ -156,6 +157,11 @@ def _cell(sets: dict[str, Any], method: str, set_name: str, metric: str) -> str:
     return "–" if m is None else f"{m['value']:.3f} ({m['ci'][0]:.2f}–{m['ci'][1]:.2f})"
 
 
+def _px(row: dict[str, Any]) -> int:
+    """The export's input size (rows scored before the card copy carried it: the default)."""
+    return int(row["result"]["card"].get("input_px", TrainConfig().input_px))
+
+
 def ablation_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per config (trained encoder), then the baselines: raw pixels once, and the
     untrained network once per distinct (architecture, embedding layer, dim, seed) among the rows."""
@@ -165,13 +171,16 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
         sets = r["result"]["sets"]
         cells = [_cell(sets, "trained", s, m) for s, m in COLUMNS]
         lines.append(f"| {r['name']} | {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |")
-    twins: dict[str, dict[str, Any]] = {}
+    twins: dict[str, tuple[str, dict[str, Any]]] = {}
     for r in rows:
         c = r["result"]["card"]
-        twins.setdefault(
-            f"{c['architecture']} {c['embedding_layer']} {c['embedding_dim']}-d, seed {c['seed']}", r
+        twin = (
+            f"{c['architecture']} {c['embedding_layer']} {c['embedding_dim']}-d, {{px}} px, seed {c['seed']}"
         )
-    baselines = [(f"random init ({k})", "random_init", r) for k, r in twins.items()]
+        twins.setdefault(twin.format(px=_px(r)), ("random_init", r))
+        if any(default_random_init() in s.get("methods", {}) for s in r["result"]["sets"].values()):
+            twins.setdefault(twin.format(px=TrainConfig().input_px), (default_random_init(), r))
+    baselines = [(f"random init ({k})", method, r) for k, (method, r) in twins.items()]
     if rows:
         baselines += [(m, m, rows[-1]) for m in ("raw_pixels", "pixels_pca128")]
     for label, method, r in baselines:
@@ -189,7 +198,9 @@ def _delta_lines(rows: list[dict[str, Any]]) -> list[str]:
         sets = r["result"]["sets"]
         if not all("trained_minus" in sets.get(s, {}) for s, _ in per_query):
             continue
-        for base in ("random_init", "raw_pixels"):
+        scored = sets[per_query[0][0]]["trained_minus"]
+        bases = [b for b in ("random_init", default_random_init(), "raw_pixels") if b in scored]
+        for base in bases:
             cells = []
             for s, m in per_query:
                 d = sets[s]["trained_minus"][base][m]

@@ -130,8 +130,14 @@ def embedding_layer(card: dict[str, Any]) -> str:
 
 
 def encoders(export_dir: Path, card: dict[str, Any]) -> dict[str, tuple[Encode, int]]:
-    """name -> (encode, input px) for the trained export, its untrained twin and raw pixels."""
+    """name -> (encode, input px) for the trained export, its untrained twin and raw pixels.
+
+    An export trained at another input size than the default also gets the untrained twin at the
+    default size (``random_init_<px>px``): a larger input can lower the untrained network's
+    score, and beating a weakened floor would prove nothing.
+    """
     import trackemb
+    from trackemb.config import TrainConfig
     from trackemb.embedding.model import encoder_from_args, load_backbone_weights
 
     trained = trackemb.load_encoder(str(export_dir)).eval()
@@ -149,11 +155,19 @@ def encoders(export_dir: Path, card: dict[str, Any]) -> dict[str, tuple[Encode, 
     if init and Path(init).is_file():  # the run started from these weights, so "untrained" does too
         load_backbone_weights(untrained, init)
     random_init: Encode = untrained.forward_features if embedding_layer(card) == "backbone" else untrained
-    return {
-        "trained": (trained, px),
-        "random_init": (random_init, px),
-        "raw_pixels": (lambda x: x.flatten(1), RAW_PIXELS_PX),
-    }
+    out: dict[str, tuple[Encode, int]] = {"trained": (trained, px), "random_init": (random_init, px)}
+    default_px = TrainConfig().input_px
+    if px != default_px:  # same weights: the network is input-size agnostic
+        out[default_random_init()] = (random_init, default_px)
+    out["raw_pixels"] = (lambda x: x.flatten(1), RAW_PIXELS_PX)
+    return out
+
+
+def default_random_init() -> str:
+    """The method name of the untrained twin scored at the default input size."""
+    from trackemb.config import TrainConfig
+
+    return f"random_init_{TrainConfig().input_px}px"
 
 
 class _Jpegs:

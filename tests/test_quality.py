@@ -183,6 +183,12 @@ def test_random_baseline_is_the_untrained_twin_on_the_same_layer(tmp_path: Path)
         assert trained.shape == twin.shape == (5, dim)
         torch.testing.assert_close(twin, trained, atol=1e-5, rtol=0)
     assert encs["raw_pixels"][1] == 16 and encs["raw_pixels"][0](x).shape[1] == 3 * 32 * 32
+    # trained at 32 px, so the same untrained twin is also scored at the default 64 px
+    assert encs["random_init"][1] == 32
+    assert encs["random_init_64px"] == (encs["random_init"][0], 64)
+    default = make_run_dir(tmp_path / "default" / "run", input_px=64)
+    export = export_encoder(default, tmp_path / "default" / "export", ExportConfig(onnx=False))
+    assert "random_init_64px" not in encoders(export, read_card(export))
 
 
 def _result(arch: str, layer: str, r1: float) -> dict:
@@ -212,7 +218,10 @@ def test_ablation_resumes_by_config_hash_and_lists_each_untrained_twin(tmp_path:
     got = ablate(store, [a, b], ["a", "b"], runs=tmp_path / "runs", results=results, log=log.append)
     assert got == rows and all("skipped" in line for line in log)
     table = ablation_table(rows)
-    assert "random init (resnet18 head 8-d, seed 0)" in table and "random init (resnet18 backbone" in table
+    assert (
+        "random init (resnet18 head 8-d, 64 px, seed 0)" in table
+        and "random init (resnet18 backbone" in table
+    )
     assert "| a | 1.0 | 0.500 (0.40–0.60) |" in table
 
 
@@ -236,6 +245,18 @@ def test_ablation_table_lists_paired_differences_when_a_row_has_them() -> None:
     table = ablation_table([row("old", False), row("new", True)])
     assert "| new | random_init | +0.061 (+0.03 to +0.09) |" in table
     assert "| new | raw_pixels | -0.020 (-0.05 to +0.01) |" in table
+    # an export trained at 96 px: its twin at 96 px and the same twin at the default 64 px
+    big = row("big", True)
+    big["result"]["card"]["input_px"] = 96
+    for s in big["result"]["sets"].values():
+        s["methods"]["random_init_64px"] = dict(s["methods"]["random_init"])
+        s["trained_minus"]["random_init_64px"] = {
+            m: {"value": 0.01, "ci": [-0.02, 0.04]} for m in s["methods"]["trained"]
+        }
+    table = ablation_table([big])
+    assert "random init (resnet18 backbone 512-d, 96 px, seed 0)" in table
+    assert "random init (resnet18 backbone 512-d, 64 px, seed 0)" in table
+    assert "| big | random_init_64px | +0.010 (-0.02 to +0.04) |" in table
     assert "| old | random_init" not in table  # scored before paired intervals: no invented numbers
     assert ablation_table([row("old", False)]).count("paired") == 0
 
