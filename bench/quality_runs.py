@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.corpus import corpus_dir, fetch, load_manifest
-from bench.quality_sets import default_random_init, harvest_folder
-from trackemb.config import TrainConfig
+from bench.quality_sets import FLOOR_PX, default_random_init, harvest_folder
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "quality.json"
@@ -158,8 +157,8 @@ def _cell(sets: dict[str, Any], method: str, set_name: str, metric: str) -> str:
 
 
 def _px(row: dict[str, Any]) -> int:
-    """The export's input size (rows scored before the card copy carried it: the default)."""
-    return int(row["result"]["card"].get("input_px", TrainConfig().input_px))
+    """The export's input size (rows scored before the card copy carried it were all at 64 px)."""
+    return int(row["result"]["card"].get("input_px", FLOOR_PX))
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
@@ -179,7 +178,7 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
         )
         twins.setdefault(twin.format(px=_px(r)), ("random_init", r))
         if any(default_random_init() in s.get("methods", {}) for s in r["result"]["sets"].values()):
-            twins.setdefault(twin.format(px=TrainConfig().input_px), (default_random_init(), r))
+            twins.setdefault(twin.format(px=FLOOR_PX), (default_random_init(), r))
     baselines = [(f"random init ({k})", method, r) for k, (method, r) in twins.items()]
     if rows:
         baselines += [(m, m, rows[-1]) for m in ("raw_pixels", "pixels_pca128")]
