@@ -32,7 +32,8 @@ from trackemb.embedding.model import Encoder, build_encoder, encoder_from_args
 
 
 def _load(run: Path, step: int) -> Encoder:
-    cfg = TrainConfig()
+    # the run's own settings, so step 0 is the untrained twin at the input size it trained at
+    cfg = TrainConfig.model_validate_json((run / "config.json").read_text())
     torch.manual_seed(cfg.seed)  # the untrained network, built as training builds it
     model = build_encoder(cfg.arch, cfg.embed_dim, cfg.input_px, cfg.init_weights)
     if step:
@@ -42,8 +43,10 @@ def _load(run: Path, step: int) -> Encoder:
     return model.eval()
 
 
-def _summary(variant: str, encode: Callable[[torch.Tensor], torch.Tensor], sets: list[EvalSet]) -> None:
-    out = scores(encode, TrainConfig().input_px, sets)
+def _summary(
+    variant: str, encode: Callable[[torch.Tensor], torch.Tensor], px: int, sets: list[EvalSet]
+) -> None:
+    out = scores(encode, px, sets)
     lab = [out[f"dev labelled s{s}"] for s in SEEDS]
     row = {
         "variant": variant,
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             mixed = {k: (1 - a) * init[k] + a * v if v.is_floating_point() else v for k, v in trained.items()}
             blend = _load(args.run, 0)
             blend.load_state_dict(mixed)
-            _summary(f"alpha {a}", blend.eval().forward_features, sets)
+            _summary(f"alpha {a}", blend.eval().forward_features, model.input_px, sets)
     elif args.study == "layers":
         for names in (
             ["layer4"],
@@ -92,13 +95,13 @@ def main(argv: list[str] | None = None) -> None:
             ["layer3", "layer4"],
             ["layer2", "layer3", "layer4"],
         ):
-            _summary("+".join(names), lambda x, names=names: _pooled(model, x, names), sets)
+            _summary("+".join(names), lambda x, names=names: _pooled(model, x, names), model.input_px, sets)
     else:
         from torchvision.io import decode_jpeg
 
         from trackemb.embedding.augment import to_input
 
-        _summary("as trained", model.forward_features, sets)
+        _summary("as trained", model.forward_features, model.input_px, sets)
         for s in sets[:2]:
             m = _load(args.run, args.step)
             norms = [n for n in m.modules() if isinstance(n, torch.nn.modules.batchnorm._BatchNorm)]
@@ -107,11 +110,11 @@ def main(argv: list[str] | None = None) -> None:
                 n.momentum = None  # an exact average over the set
             m.train()
             with torch.no_grad():
-                x = torch.cat([to_input(decode_jpeg(torch.frombuffer(bytearray(j), dtype=torch.uint8))[None], 64)
+                x = torch.cat([to_input(decode_jpeg(torch.frombuffer(bytearray(j), dtype=torch.uint8))[None], m.input_px)
                                for j in s.jpegs])  # fmt: skip
                 for batch in x.split(128):
                     m.forward_features(batch)
-            _summary(f"statistics re-estimated on {s.name}", m.eval().forward_features, sets)
+            _summary(f"statistics re-estimated on {s.name}", m.eval().forward_features, m.input_px, sets)
 
 
 if __name__ == "__main__":
