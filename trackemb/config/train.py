@@ -68,7 +68,7 @@ class TrainConfig(StageConfig):
         "normalised with statistics of the training scenes.",
     )
     # 96, the stored patch side (no downscaling): on held-out scenes the same recipe at 64 px scored
-    # real MAP@R 0.662 and labelled 0.222, at 96 px 0.704 and 0.254; it costs ~2x CPU training time
+    # real MAP@R 0.662 and labelled 0.222, at 96 px 0.704 and 0.254; it costs ~1.5x CPU training time
     # (README, Quality, round 4).
     input_px: int = Field(96, ge=32, description="Side of the encoder input (patches are resized/cropped).")
     init_weights: str | None = Field(
